@@ -1,0 +1,47 @@
+# museg_lit — common commands. `make help` lists them.
+PYTHON ?= python
+MLFLOW_DB ?= logs/mlflow.db
+MUSEG_REPO_RAW ?= https://raw.githubusercontent.com/THUNLP-MT/MUSEG/main
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint format train train-stage1 train-stage2 mlflow-ui data clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+install: ## install the package with the dev tools (editable)
+	$(PYTHON) -m pip install -e ".[dev]"
+
+test: ## run the default test suite (no network, no GPU, no slow tests)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
+
+test-all: ## run every CPU test, slow ones included
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not gpu"
+
+lint: ## ruff lint of src and tests
+	$(PYTHON) -m ruff check src tests experiments
+
+format: ## ruff format + import sort
+	$(PYTHON) -m ruff check --fix --select I src tests experiments
+	$(PYTHON) -m ruff format src tests experiments
+
+train: ## the embedded default: tiny Qwen2.5-VL on generated videos, CPU, MLflow in logs/
+	$(PYTHON) -m museg_lit.train
+
+train-stage1: ## MUSEG stage 1 (needs MODEL=<Qwen2.5-VL-7B dir> and the videos under data/museg)
+	$(PYTHON) -m museg_lit.train +experiment=stage1 model.path=$(MODEL) trainer=gpu
+
+train-stage2: ## MUSEG stage 2 from a stage-1 export (MODEL=<stage-1 export dir>)
+	$(PYTHON) -m museg_lit.train +experiment=stage2 model.path=$(MODEL) trainer=gpu
+
+mlflow-ui: ## serve the runs' MLflow store on http://127.0.0.1:5000
+	$(PYTHON) -m mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root logs/mlartifacts --host 127.0.0.1 --port 5000
+
+data: ## download MUSEG's annotation files into data/museg (videos: see README)
+	mkdir -p data/museg
+	for f in train/stage_1.jsonl train/stage_2.jsonl eval/grounding/charades_sta.json eval/grounding/thumos14.json \
+	         eval/grounding/thumos15.json eval/et_bench/subset.json; do \
+	  curl -fL --retry 3 -o data/museg/$$(basename $$f) "$(MUSEG_REPO_RAW)/data/$$f" || exit 1; done
+
+clean: ## remove caches and generated data (keeps logs/)
+	rm -rf .cache data/synthetic .pytest_cache .ruff_cache

@@ -1,0 +1,172 @@
+"""LightningDataModule: annotations -> decoded clips -> chat-templated processor batches.
+
+Each sample's video is decoded once (in a DataLoader worker) at the configured fps and pixel budget;
+the G rollouts of a prompt share that clip (the module expands tensors, it never decodes again).
+A video that cannot be decoded is skipped with a warning naming the file, counted per batch
+(``num_skipped``), and the module logs the running total as ``data/skipped``; with
+``on_error="raise"`` it stops the run instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from museg_lit.data.annotations import GroundingSample, LoadReport, load_museg_eval_json, load_museg_jsonl
+from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
+from museg_lit.data.video import VideoDecodeError, load_video
+from museg_lit.models.processing import encode_prompts
+from museg_lit.prompts import render_question, video_messages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Frame sampling settings passed to :func:`museg_lit.data.video.load_video`."""
+
+    fps: float = 2.0
+    min_frames: int = 4
+    max_frames: int = 768
+    min_pixels: int = 128 * 28 * 28
+    max_pixels: int = 768 * 28 * 28
+    total_pixels: int | None = None
+    timeout_s: float | None = 300.0
+
+
+def resolve_video(video_root: str | Path, relative: str, *, source: str = "") -> Path:
+    """Join ``relative`` onto the root, refusing paths that escape it (``../../etc/passwd``)."""
+    root = Path(video_root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise VideoDecodeError(f"{source or relative}: video path {relative!r} escapes the video root {root}")
+    return path
+
+
+def load_annotations(path: str | Path, *, segment_policy: str, report: LoadReport) -> list[GroundingSample]:
+    """Pick the loader by extension: ``.jsonl`` = MUSEG training file, ``.json`` = MUSEG evaluation file."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return load_museg_jsonl(path, segment_policy=segment_policy, report=report)
+    return load_museg_eval_json(path, segment_policy=segment_policy, report=report)
+
+
+class GroundingDataset(Dataset):
+    """Decodes one sample's video; returns the sample with its clip, or with the error."""
+
+    def __init__(self, samples: list[GroundingSample], video_root: str, frames: FrameSpec, on_error: str):
+        self.samples, self.video_root, self.frames, self.on_error = samples, video_root, frames, on_error
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.samples[i]
+        start = time.perf_counter()
+        try:
+            path = resolve_video(self.video_root, sample.video, source=sample.source)
+            clip = load_video(
+                path, fps=self.frames.fps, min_frames=self.frames.min_frames, max_frames=self.frames.max_frames,
+                min_pixels=self.frames.min_pixels, max_pixels=self.frames.max_pixels,
+                total_pixels=self.frames.total_pixels, timeout_s=self.frames.timeout_s,
+            )
+        except VideoDecodeError as exc:
+            if self.on_error == "raise":
+                raise
+            log.warning("skipping sample %s (%s): %s", sample.idx, sample.source, exc)
+            return {"sample": sample, "clip": None, "error": str(exc), "decode_s": time.perf_counter() - start}
+        return {"sample": sample, "clip": clip, "error": None, "decode_s": time.perf_counter() - start}
+
+
+class PromptCollator:
+    """Turns decoded samples into one processor batch (left-padded for generation)."""
+
+    def __init__(self, processor, template: str, system_prompt: str | None = None):
+        self.processor, self.template, self.system_prompt = processor, template, system_prompt
+
+    def prompt_text(self, sample: GroundingSample) -> str:
+        question = render_question(sample.problem, self.template)
+        return self.processor.apply_chat_template(
+            video_messages(question, self.system_prompt), tokenize=False, add_generation_prompt=True
+        )
+
+    def __call__(self, items: list[dict]) -> dict:
+        good = [it for it in items if it["clip"] is not None]
+        batch = {
+            "samples": [it["sample"] for it in good],
+            "skipped": [(it["sample"].source, it["error"]) for it in items if it["clip"] is None],
+            "decode_s": sum(it["decode_s"] for it in items),
+            "inputs": None,
+        }
+        if good:
+            batch["inputs"] = dict(encode_prompts(
+                self.processor,
+                [self.prompt_text(it["sample"]) for it in good],
+                [it["clip"].frames for it in good],
+                [it["clip"].sample_fps for it in good],
+            ))
+        return batch
+
+
+class GroundingDataModule(L.LightningDataModule):
+    """Training (and optional validation) batches of grounding prompts.
+
+    ``train_file``: MUSEG-schema ``.jsonl`` (or evaluation ``.json``); with ``synthetic`` set and the
+    file missing, :func:`generate_synthetic_dataset` writes it first (once, on local rank 0).
+    ``processor`` is attached by the entry point (it belongs to the model).
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        video_root: str,
+        template: str = "frame_selection_thinking",
+        frames: FrameSpec | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        on_error: str = "skip",
+        segment_policy: str = "clip",
+        shuffle: bool = True,
+        max_samples: int | None = None,
+        system_prompt: str | None = None,
+        synthetic: SyntheticSpec | None = None,
+        processor=None,
+    ):
+        super().__init__()
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"data.on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.train_file, self.video_root, self.template = train_file, video_root, template
+        self.frames = frames or FrameSpec()
+        self.batch_size, self.num_workers, self.on_error = batch_size, num_workers, on_error
+        self.segment_policy, self.shuffle, self.max_samples = segment_policy, shuffle, max_samples
+        self.system_prompt, self.synthetic, self.processor = system_prompt, synthetic, processor
+        self.report = LoadReport()
+        self.train_set: GroundingDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None and not Path(self.train_file).exists():
+            generate_synthetic_dataset(self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        samples = load_annotations(self.train_file, segment_policy=self.segment_policy, report=self.report)
+        if self.max_samples is not None:
+            samples = samples[: self.max_samples]
+        if not samples:
+            raise ValueError(f"{self.train_file}: no usable samples")
+        self.train_set = GroundingDataset(samples, self.video_root, self.frames, self.on_error)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.processor is None:
+            raise RuntimeError("GroundingDataModule.processor is not set; the entry point attaches the model's processor")
+        return DataLoader(
+            self.train_set, batch_size=self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers,
+            collate_fn=PromptCollator(self.processor, self.template, self.system_prompt),
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,149 @@
+"""Synthetic grounding videos: coloured shapes visible during known intervals.
+
+The embedded default (CPU, no network) trains on these. Each video is a real H.264 mp4 written with
+PyAV; a *target* shape (colour + form) is visible during one interval (``tvg`` sample) or several
+(``tal`` sample), and a distractor shape of another kind appears at other times so that the query
+matters. Questions use MUSEG's own phrasings (:mod:`museg_lit.prompts`) and the samples are written
+as MUSEG-schema JSONL (``idx, problem, solution, video, duration, task``), so the rest of the
+pipeline cannot tell them from the real data.
+
+Generation is deterministic from ``seed`` and happens once: the JSONL is written last and
+atomically, so its presence means the data set is complete; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from museg_lit.prompts import TAL_PHRASINGS, TVG_PHRASINGS
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 220, 40),
+    "white": (245, 245, 245),
+    "purple": (150, 60, 200),
+}
+SHAPES = ("square", "circle", "triangle")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to generate. ``out_dir`` receives ``videos/*.mp4`` and ``<split>.jsonl``."""
+
+    out_dir: str
+    num_samples: int = 32
+    seed: int = 0
+    width: int = 112
+    height: int = 112
+    video_fps: float = 4.0
+    min_duration: float = 6.0
+    max_duration: float = 12.0
+    tal_fraction: float = 0.5
+    split: str = "train"
+
+    @property
+    def jsonl_path(self) -> Path:
+        return Path(self.out_dir) / f"{self.split}.jsonl"
+
+
+def _mask(kind: str, h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    if kind == "square":
+        return (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+    if kind == "circle":
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    # triangle pointing up: inside if below the apex and within the widening sides
+    return (yy >= cy - r) & (yy <= cy + r) & (abs(xx - cx) <= (yy - (cy - r)) / 2)
+
+
+def _draw_intervals(
+    rng: random.Random, duration: float, count: int, min_len: float = 1.0
+) -> list[list[float]]:
+    """``count`` disjoint, sorted intervals inside [0, duration], rounded to 0.1 s."""
+    for _ in range(200):
+        cuts = sorted(round(rng.uniform(0.0, duration), 1) for _ in range(2 * count))
+        segs = [[cuts[2 * i], cuts[2 * i + 1]] for i in range(count)]
+        gaps_ok = all(segs[i + 1][0] - segs[i][1] >= 0.5 for i in range(count - 1))
+        if all(e - s >= min_len for s, e in segs) and gaps_ok:
+            return segs
+    # fall back to an even split (only reached for very short videos)
+    step = duration / count
+    return [[round(i * step + 0.1, 1), round((i + 1) * step - 0.1, 1)] for i in range(count)]
+
+
+def _write_video(
+    path: Path, duration: float, fps: float, size: tuple[int, int],
+    events: list[tuple[str, str, list[list[float]], tuple[int, int]]],
+) -> None:
+    """Render and encode; ``events`` = (colour, shape, intervals, centre). Atomic write."""
+    h, w = size
+    n_frames = int(round(duration * fps))
+    masks = [(_mask(shape, h, w, cy, cx, max(6, min(h, w) // 6)), COLOURS[colour], segs)
+             for colour, shape, segs, (cy, cx) in events]
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w") as container:
+            stream = container.add_stream("libx264", rate=int(fps) if float(fps).is_integer() else fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"preset": "veryfast", "crf": "20", "g": str(int(2 * fps))}
+            for i in range(n_frames):
+                t = (i + 0.5) / fps  # a frame shows what happens at its centre time
+                img = np.full((h, w, 3), 40, dtype=np.uint8)  # [H, W, 3]
+                for mask, rgb, segs in masks:
+                    if any(s <= t < e for s, e in segs):
+                        img[mask] = rgb
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate_synthetic_dataset(spec: SyntheticSpec) -> Path:
+    """Write videos and the JSONL for ``spec`` unless already present; returns the JSONL path."""
+    if spec.jsonl_path.exists():
+        return spec.jsonl_path
+    rng = random.Random(spec.seed)
+    out = Path(spec.out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    kinds = [(c, s) for c in COLOURS for s in SHAPES]
+    h, w = spec.height, spec.width
+    positions = [(h // 3, w // 3), (2 * h // 3, 2 * w // 3), (h // 3, 2 * w // 3), (2 * h // 3, w // 3)]
+    lines = []
+    for i in range(spec.num_samples):
+        duration = round(rng.uniform(spec.min_duration, spec.max_duration), 1)
+        task = "tal" if rng.random() < spec.tal_fraction else "tvg"
+        target, distractor = rng.sample(kinds, 2)
+        count = rng.randint(2, 3) if task == "tal" else 1
+        segs = _draw_intervals(rng, duration, count)
+        distractor_segs = _draw_intervals(rng, duration, 1)
+        pos_t, pos_d = rng.sample(positions, 2)
+        name = f"videos/{spec.split}_{spec.seed}_{i:05d}.mp4"
+        _write_video(out / name, duration, spec.video_fps, (h, w),
+                     [(*target, segs, pos_t), (*distractor, distractor_segs, pos_d)])
+        colour, shape = target
+        if task == "tvg":
+            query = f"a {colour} {shape} appears"
+            problem = rng.choice(TVG_PHRASINGS).replace("{}", query)
+        else:
+            problem = rng.choice(TAL_PHRASINGS).replace("{}", f"{colour} {shape}")
+        lines.append(json.dumps({"idx": i, "problem": problem, "solution": segs, "video": name,
+                                 "duration": duration, "task": task}))
+    fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=out)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, spec.jsonl_path)
+    return spec.jsonl_path

@@ -1,0 +1,557 @@
+"""Video decoding and frame sampling, exact to qwen-vl-utils 0.0.10 ``fetch_video`` (decord backend).
+
+``load_video(path, fps=..., ...)`` returns the frames Qwen2.5-VL sees for a video: which frames
+are sampled, how many, their resized height x width and the ``sample_fps`` passed to the
+processor all equal ``qwen_vl_utils.fetch_video({"video": path, ...}, return_video_sample_fps=True)``
+run with ``FORCE_QWENVL_VIDEO_READER=decord``. The arithmetic lives in four small pure helpers
+(``smart_nframes``, ``frame_indices``, ``video_max_pixels``, ``smart_resize``); the decoder follows
+decord 0.6.0's definitions of the video it reads:
+
+- ``total_frames`` is the number of *packets* of the best video stream (decord's ``len(vr)`` is
+  the size of its packet index, not the container's ``nb_frames``, which is 0 for webm);
+- ``video_fps`` is the stream's ``avg_frame_rate`` (decord's ``get_avg_fps()``), not the
+  guessed or base rate, which differ on variable-frame-rate files;
+- frame ``i`` is the frame with the ``i``-th smallest packet pts (decord sorts its index by pts);
+- frames are rotated by the display matrix in steps of 90 degrees, as decord does, and scaled to
+  the stream's coded size if a frame arrives at another size.
+
+Where this module departs from qwen-vl-utils:
+
+- It decodes with PyAV (FFmpeg 8) instead of decord (which bundles FFmpeg 4.1), and *streams*:
+  only sampled frames are converted to RGB, each is resized as soon as it is decoded, and the
+  decoder seeks to the keyframe of the next sampled frame when that skips enough frames. Peak
+  memory is the sampled, resized clip plus one frame, where qwen-vl-utils holds every sampled
+  frame at full resolution and then resizes the batch.
+- Frames are uint8 ``[T, 3, H, W]``. qwen-vl-utils resizes the same uint8 tensor with the same
+  torchvision call and then casts to float32, so values are equal after ``.float()``. RGB
+  conversion is bit-identical for even-sized 4:2:0 video; for odd widths FFmpeg 8's swscale
+  interpolates chroma slightly differently from FFmpeg 4.1 (mean abs diff about 1 / 255 before
+  resizing).
+- Errors raise ``VideoDecodeError`` naming the file. qwen-vl-utils instead retries any decord
+  failure with torchvision's reader, whose frame count and fps definitions differ.
+- A stream without ``avg_frame_rate`` (decord returns NaN and qwen-vl-utils falls back to
+  torchvision) uses FFmpeg's guessed rate.
+- If the decoder yields fewer frames than the packet index promised (a truncated or damaged
+  tail), the missing sampled frames repeat the last decoded one, as decord does, up to a quarter
+  of the video; beyond that the file is rejected.
+- Only the ``fps`` sampling mode is supported (no ``nframes``, ``video_start``/``video_end`` or
+  ``resized_height``/``resized_width``; qwen's decord backend rejects start/end as well).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+logger = logging.getLogger(__name__)
+
+IMAGE_FACTOR = 28  # resized sides are multiples of the ViT patch (14) x spatial merge (2)
+FRAME_FACTOR = 2  # frame counts are multiples of the temporal patch size
+MAX_RATIO = 200  # qwen-vl-utils rejects images and videos more elongated than this
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28  # per-frame cap that `total_pixels` can only lower
+FPS = 2.0
+FPS_MIN_FRAMES = 4
+FPS_MAX_FRAMES = 768
+
+# Seek only when at least this many frames lie between the decoder and the keyframe of the next
+# sampled frame: a seek flushes the (frame-threaded) decoder, which costs about a thread count
+# of frames of latency, so short gaps are cheaper to decode through.
+_SEEK_MIN_GAP = 32
+# Most of the video that may be missing at the end (packets without a decodable frame) before
+# the file is rejected instead of padded with its last frame; decord warns at this fraction.
+_MAX_MISSING_FRACTION = 0.25
+
+
+class VideoDecodeError(ValueError):
+    """A video could not be decoded or sampled; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """Sampled, resized frames of one video plus the timing the processor and rewards need."""
+
+    frames: torch.Tensor  # [T, 3, H, W] uint8 RGB
+    sample_fps: float  # T / total_frames * video_fps: what qwen-vl-utils passes as video fps
+    timestamps: list[float]  # seconds of each sampled frame: frame_indices[t] / video_fps
+    duration: float  # total_frames / video_fps, seconds, on the same clock as `timestamps`
+    frame_indices: list[int]  # indices into the video's frames (pts order), length T
+    video_fps: float  # the stream's average frame rate (decord's get_avg_fps)
+    total_frames: int  # packets in the video stream (decord's len(VideoReader))
+    path: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers: the qwen-vl-utils 0.0.10 arithmetic, testable without any video.
+# ---------------------------------------------------------------------------------------------
+
+
+def _round_to(value: float, factor: int) -> int:
+    # Python's round() is round-half-to-even; qwen-vl-utils relies on it, e.g. a 70-pixel side
+    # is 2.5 patches and rounds to 2 (56 px), a 98-pixel side is 3.5 and rounds to 4 (112 px).
+    return round(value / factor) * factor
+
+
+def _ceil_to(value: float, factor: int) -> int:
+    return math.ceil(value / factor) * factor
+
+
+def _floor_to(value: float, factor: int) -> int:
+    return math.floor(value / factor) * factor
+
+
+def default_total_pixels() -> int:
+    """qwen-vl-utils' ``VIDEO_TOTAL_PIXELS``: 128000 * 28 * 28 * 0.9 = 90316800, unless overridden.
+
+    qwen-vl-utils reads the override from the environment variable ``VIDEO_MAX_PIXELS`` (sic) at
+    import time; this reads it at call time so both agree in the same environment.
+    """
+    return int(float(os.environ.get("VIDEO_MAX_PIXELS", 128000 * 28 * 28 * 0.9)))
+
+
+def smart_nframes(
+    total_frames: int,
+    video_fps: float,
+    *,
+    fps: float = FPS,
+    min_frames: int = FPS_MIN_FRAMES,
+    max_frames: int = FPS_MAX_FRAMES,
+) -> int:
+    """Number of frames to sample: ``duration * fps`` clamped to the limits, floored to even.
+
+    The limits are first snapped to even numbers (``min_frames`` up, ``max_frames`` down), the
+    count is capped by ``total_frames``, and the result is floored to a multiple of 2.
+    Raises ``ValueError`` when that leaves fewer than 2 frames (a one-frame video).
+    """
+    if total_frames < 1:
+        raise ValueError(f"total_frames must be >= 1, got {total_frames}")
+    if not video_fps > 0 or not math.isfinite(video_fps):
+        raise ValueError(f"video_fps must be a positive finite number, got {video_fps}")
+    lo = _ceil_to(min_frames, FRAME_FACTOR)
+    hi = _floor_to(max_frames, FRAME_FACTOR)
+    wanted = total_frames / video_fps * fps  # float: duration in seconds times sampling fps
+    nframes = _floor_to(min(min(max(wanted, lo), hi), total_frames), FRAME_FACTOR)
+    if not FRAME_FACTOR <= nframes <= total_frames:
+        raise ValueError(
+            f"nframes should be in [{FRAME_FACTOR}, {total_frames}], got {nframes} "
+            f"(total_frames={total_frames}, video_fps={video_fps}, fps={fps}, "
+            f"min_frames={min_frames}, max_frames={max_frames})"
+        )
+    return nframes
+
+
+def frame_indices(total_frames: int, nframes: int) -> list[int]:
+    """Indices of ``nframes`` frames spread evenly over ``[0, total_frames - 1]``, rounded half-even.
+
+    The grid is computed by ``torch.linspace`` in float32, exactly as qwen-vl-utils does: for long
+    videos float32 spacing moves some grid points across a ``.5`` boundary, so a float64 (or
+    numpy) linspace would pick a different frame now and then.
+    """
+    if nframes < 1 or total_frames < 1:
+        raise ValueError(f"need total_frames >= 1 and nframes >= 1, got {total_frames}, {nframes}")
+    grid = torch.linspace(0, total_frames - 1, nframes, dtype=torch.float32)  # [nframes]
+    return grid.round().long().tolist()  # torch.round is half-to-even, like Python's round
+
+
+def video_max_pixels(nframes: int, min_pixels: int, max_pixels: float, total_pixels: float) -> float:
+    """Per-frame pixel cap for a clip of ``nframes`` frames under a ``total_pixels`` budget.
+
+    ``total_pixels / nframes * 2`` (each pair of frames becomes one temporal patch), capped at
+    ``VIDEO_MAX_PIXELS``, floored at ``int(min_pixels * 1.05)``, and then lowered to the caller's
+    ``max_pixels``. The result stays a float: qwen-vl-utils compares and divides by the unrounded
+    value, and rounding it would shift ``smart_resize`` at patch boundaries.
+    """
+    budget = max(min(VIDEO_MAX_PIXELS, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    return min(max_pixels, budget)
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    *,
+    factor: int = IMAGE_FACTOR,
+    min_pixels: float,
+    max_pixels: float,
+) -> tuple[int, int]:
+    """``(height, width)`` rounded to multiples of ``factor`` with area in ``[min_pixels, max_pixels]``.
+
+    Each side is first rounded (half-even) to the nearest multiple of ``factor``, at least
+    ``factor``. If the area is too large, both sides are scaled by ``sqrt(max_pixels / area)``
+    and floored to the factor; if too small, scaled by ``sqrt(min_pixels / area)`` and ceiled.
+    Raises ``ValueError`` for an aspect ratio above ``MAX_RATIO`` (200).
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"height and width must be >= 1, got {height}x{width}")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_RATIO:
+        raise ValueError(f"absolute aspect ratio must be smaller than {MAX_RATIO}, got {ratio}")
+    h_bar = max(factor, _round_to(height, factor))
+    w_bar = max(factor, _round_to(width, factor))
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = _floor_to(height / beta, factor)
+        w_bar = _floor_to(width / beta, factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = _ceil_to(height * beta, factor)
+        w_bar = _ceil_to(width * beta, factor)
+    return h_bar, w_bar
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Desync(Exception):
+    """Decoded frames do not line up with the packet index; retry with a simpler strategy."""
+
+
+@dataclass(frozen=True)
+class _PacketIndex:
+    """decord's view of a video stream, built from one demux pass (no decoding)."""
+
+    pts: list[int]  # pts of every packet, sorted: frame i has pts[i]
+    key_positions: list[int]  # frame positions (in `pts` order) of keyframes, sorted
+    key_seek_ts: list[int]  # per keyframe, the timestamp to seek to (its dts, else its pts)
+    pts_usable: bool  # every packet has a distinct pts, so frames can be matched by pts
+
+    @property
+    def total_frames(self) -> int:
+        return len(self.pts)
+
+
+class _Deadline:
+    def __init__(self, path: str, timeout_s: float | None) -> None:
+        self.path, self.timeout_s = path, timeout_s
+        self.end = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def check(self) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            raise VideoDecodeError(self.path, f"decoding took longer than timeout_s={self.timeout_s}")
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path, mode="r")
+    except av.FFmpegError as e:
+        raise VideoDecodeError(path, f"not a readable media file ({e})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise VideoDecodeError(path, f"cannot open file ({e})") from e
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    stream = container.streams.best("video")  # av_find_best_stream, as decord uses
+    if stream is None:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise VideoDecodeError(path, f"no video stream (streams: {', '.join(kinds)})")
+    return stream
+
+
+def _index_packets(path: str, deadline: _Deadline) -> tuple[_PacketIndex, float, int, int]:
+    """One demux pass: the packet index, the average fps and the coded size of the video stream."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        rate = stream.average_rate  # avg_frame_rate, what decord's get_avg_fps() returns
+        if rate is None or rate <= 0:
+            rate = stream.guessed_rate
+            logger.warning("%s: stream has no average frame rate; using the guessed rate %s", path, rate)
+        if rate is None or rate <= 0:
+            raise VideoDecodeError(path, "video stream has no frame rate")
+        width, height = stream.codec_context.width, stream.codec_context.height
+
+        pts: list[int | None] = []
+        keys: list[tuple[int | None, int | None]] = []  # (pts, dts) of keyframe packets
+        try:
+            for packet in container.demux(stream):
+                deadline.check()
+                if packet.size == 0 and packet.pts is None and packet.dts is None:
+                    continue  # PyAV's end-of-stream flush marker, not a packet of the file
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append((packet.pts, packet.dts))
+        except av.FFmpegError as e:
+            raise VideoDecodeError(path, f"demuxing failed after {len(pts)} packets ({e})") from e
+
+    if not pts:
+        raise VideoDecodeError(path, "video stream has no frames")
+    known = [p for p in pts if p is not None]
+    pts_usable = len(known) == len(pts) and len(set(known)) == len(known)
+    if pts_usable:
+        order = sorted(known)
+        position = {p: i for i, p in enumerate(order)}
+        key_list = sorted((position[p], d if d is not None else p) for p, d in keys if p in position)
+    else:
+        # Without distinct pts the only usable notion of "frame i" is the i-th decoded frame.
+        order = list(range(len(pts)))
+        key_list = []
+    index = _PacketIndex(
+        pts=order,
+        key_positions=[k for k, _ in key_list],
+        key_seek_ts=[ts for _, ts in key_list],
+        pts_usable=pts_usable,
+    )
+    return index, float(rate), width, height
+
+
+def _decoded_frames(container, stream, deadline: _Deadline) -> Iterator[av.VideoFrame]:
+    """Every frame the decoder outputs from the current position, flushing at end of stream."""
+    for packet in container.demux(stream):
+        deadline.check()
+        try:
+            yield from stream.decode(packet)
+        except av.error.InvalidDataError:
+            # A damaged packet: skip it like the ffmpeg CLI does. The frame goes missing, which
+            # the pts matcher notices (desync) and the frame counter pads at the end.
+            logger.warning("skipping an undecodable packet (pts=%s)", packet.pts)
+
+
+def _frames_by_pts(
+    path: str, index: _PacketIndex, targets: list[int], deadline: _Deadline, *, allow_seek: bool
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield ``(position, frame)`` for each target position, matching frames by their pts.
+
+    Seeks (when allowed) to the last keyframe at or before the next target whenever that skips
+    at least ``_SEEK_MIN_GAP`` frames. Raises ``_Desync`` if a frame's pts is not in the index or
+    a target is passed without being seen, which means seeking or pts matching cannot be trusted.
+    """
+    position = {p: i for i, p in enumerate(index.pts)}
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"  # frame + slice threads; only sampled frames cost conversion
+        k, last = 0, -1  # next target, position of the last decoded frame
+        while k < len(targets):
+            seek_ts = None
+            if allow_seek:
+                key = bisect.bisect_right(index.key_positions, targets[k]) - 1
+                if key >= 0 and index.key_positions[key] - last > _SEEK_MIN_GAP:
+                    seek_ts = index.key_seek_ts[key]
+            if seek_ts is not None:
+                # backward=True lands on the keyframe at or before seek_ts; mp4 seeks by dts,
+                # hence seeking to the keyframe's dts, which is never after its pts.
+                container.seek(seek_ts, stream=stream, backward=True)
+            restarted = False
+            for frame in _decoded_frames(container, stream, deadline):
+                pos = position.get(frame.pts)
+                if pos is None:
+                    raise _Desync(f"decoded pts {frame.pts} is not in the packet index")
+                last = pos
+                if pos < targets[k]:
+                    continue  # an unwanted frame: decoded (unavoidable) but never converted
+                if pos > targets[k]:
+                    raise _Desync(f"frame {targets[k]} was skipped (next decoded frame is {pos})")
+                yield pos, frame
+                k += 1
+                if k == len(targets):
+                    return
+                if allow_seek:
+                    key = bisect.bisect_right(index.key_positions, targets[k]) - 1
+                    if key >= 0 and index.key_positions[key] - last > _SEEK_MIN_GAP:
+                        restarted = True
+                        break  # seek from the outer loop
+            if not restarted:
+                return  # end of stream with targets left: the caller pads or rejects
+
+
+def _frames_by_count(
+    path: str, targets: list[int], deadline: _Deadline
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield ``(position, frame)`` for each target, where position = order of output from the start."""
+    wanted = set(targets)
+    last_target = targets[-1]
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        for pos, frame in enumerate(_decoded_frames(container, stream, deadline)):
+            if pos in wanted:
+                yield pos, frame
+            if pos >= last_target:
+                return
+
+
+def _decode_targets(
+    path: str, index: _PacketIndex, targets: list[int], deadline: _Deadline
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Sampled frames in increasing position; falls back to simpler strategies on desync.
+
+    Order of attempts: pts matching with keyframe seeks, pts matching decoding straight through,
+    then counting decoded frames (decord's own rule when pts are unusable). A later attempt
+    re-yields every target from the start, so the consumer simply overwrites.
+    """
+    strategies = []
+    if index.pts_usable:
+        if index.key_positions:
+            strategies.append(("pts+seek", lambda: _frames_by_pts(path, index, targets, deadline, allow_seek=True)))
+        strategies.append(("pts", lambda: _frames_by_pts(path, index, targets, deadline, allow_seek=False)))
+    strategies.append(("count", lambda: _frames_by_count(path, targets, deadline)))
+    for i, (name, make) in enumerate(strategies):
+        try:
+            yield from make()
+            return
+        except _Desync as e:
+            if i == len(strategies) - 1:
+                raise VideoDecodeError(path, f"decoded frames do not match the index ({e})") from e
+            logger.info("%s: %s decoding desynchronised (%s); retrying", path, name, e)
+
+
+def _rotation_steps(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns decord applies for this frame's display matrix."""
+    degrees = frame.rotation  # counter-clockwise, from av_display_rotation_get
+    # decord only handles exact multiples of 90 (transpose filters); anything else is ignored.
+    return (degrees // 90) % 4 if degrees % 90 == 0 else 0
+
+
+def _to_rgb(frame: av.VideoFrame, width: int, height: int, quarter_turns: int) -> torch.Tensor:
+    """Frame -> uint8 ``[3, H, W]`` RGB at the coded size, rotated like decord."""
+    if (frame.width, frame.height) == (width, height) or width <= 0 or height <= 0:
+        array = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+    else:
+        # decord's filter graph scales every frame to the stream's coded size (bilinear).
+        array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+    image = torch.from_numpy(array).permute(2, 0, 1)  # [3, H, W]
+    if quarter_turns:
+        image = torch.rot90(image, quarter_turns, dims=(1, 2))  # [3, H', W']
+    return image
+
+
+def _check_file(path: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise VideoDecodeError(path, "file does not exist")
+    if not p.is_file():
+        raise VideoDecodeError(path, "not a regular file")
+    if p.stat().st_size == 0:
+        raise VideoDecodeError(path, "file is empty (0 bytes)")
+
+
+def load_video(
+    path: str | os.PathLike[str],
+    *,
+    fps: float = FPS,
+    min_frames: int = FPS_MIN_FRAMES,
+    max_frames: int = FPS_MAX_FRAMES,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int = VIDEO_MAX_PIXELS,
+    total_pixels: int | None = None,
+    timeout_s: float | None = None,
+) -> VideoClip:
+    """Decode and sample ``path`` like qwen-vl-utils 0.0.10 ``fetch_video`` (decord backend).
+
+    Args:
+        path: a local video file.
+        fps: sampling rate in frames per second of video.
+        min_frames, max_frames: bounds on the sampled frame count (snapped to even numbers).
+        min_pixels, max_pixels: per-frame area bounds for the resized frames.
+        total_pixels: area budget for the whole clip; ``None`` means qwen-vl-utils' default
+            (``default_total_pixels()``, 90316800).
+        timeout_s: give up with ``VideoDecodeError`` once decoding has run this long. The check
+            runs between packets and frames, so a hang inside a single FFmpeg call (a stalled
+            network filesystem, say) is not interrupted; run the call in a worker process with a
+            hard kill if that matters.
+
+    Returns:
+        A ``VideoClip`` with uint8 frames ``[T, 3, H, W]``.
+
+    Raises:
+        VideoDecodeError: missing, empty, truncated or non-video files, files with no video
+            stream or a single frame, aspect ratio above 200, undecodable frames, timeout.
+    """
+    path = os.fspath(path)
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    deadline = _Deadline(path, timeout_s)
+    _check_file(path)
+
+    index, video_fps, coded_width, coded_height = _index_packets(path, deadline)
+    total_frames = index.total_frames
+    try:
+        nframes = smart_nframes(total_frames, video_fps, fps=fps, min_frames=min_frames, max_frames=max_frames)
+    except ValueError as e:
+        raise VideoDecodeError(path, f"cannot sample {total_frames} frame(s) at {video_fps:g} fps: {e}") from e
+    indices = frame_indices(total_frames, nframes)
+    budget = default_total_pixels() if total_pixels is None else total_pixels
+    cap = video_max_pixels(nframes, min_pixels, max_pixels, budget)
+
+    def target_size(height: int, width: int) -> tuple[int, int]:
+        try:
+            return smart_resize(height, width, min_pixels=min_pixels, max_pixels=cap)
+        except ValueError as e:
+            raise VideoDecodeError(path, f"cannot resize a {width}x{height} video: {e}") from e
+
+    if coded_width > 0 and coded_height > 0:
+        target_size(coded_height, coded_width)  # fail fast on extreme aspect ratios
+
+    slots: dict[int, list[int]] = {}  # frame index -> output positions (indices may repeat)
+    for t, i in enumerate(indices):
+        slots.setdefault(i, []).append(t)
+    targets = sorted(slots)
+
+    frames: torch.Tensor | None = None  # [T, 3, h, w] uint8, allocated at the first frame
+    filled: set[int] = set()
+    last: torch.Tensor | None = None  # [3, h, w] last resized frame, to pad a missing tail
+    quarter_turns = 0
+    try:
+        for pos, frame in _decode_targets(path, index, targets, deadline):
+            deadline.check()
+            if frames is None:
+                quarter_turns = _rotation_steps(frame)
+                width = coded_width if coded_width > 0 else frame.width
+                height = coded_height if coded_height > 0 else frame.height
+                if quarter_turns % 2:
+                    width, height = height, width
+                out_h, out_w = target_size(height, width)
+                frames = torch.empty((nframes, 3, out_h, out_w), dtype=torch.uint8)  # [T, 3, h, w]
+            rgb = _to_rgb(frame, coded_width, coded_height, quarter_turns)  # [3, H, W]
+            # Same call as qwen-vl-utils (on uint8 it rounds and clamps back to uint8), one frame
+            # at a time so that full-resolution frames never pile up.
+            resized = TF.resize(
+                rgb, [frames.shape[2], frames.shape[3]], interpolation=InterpolationMode.BICUBIC, antialias=True
+            )  # [3, h, w]
+            for t in slots[pos]:
+                frames[t] = resized
+            filled.add(pos)
+            last = resized
+    except av.FFmpegError as e:
+        raise VideoDecodeError(path, f"decoding failed ({e})") from e
+
+    missing = [i for i in targets if i not in filled]
+    if missing:
+        if frames is None or last is None:
+            raise VideoDecodeError(path, "no frame could be decoded")
+        tail = total_frames - missing[0]
+        if missing[0] < max(filled) or tail > _MAX_MISSING_FRACTION * total_frames:
+            raise VideoDecodeError(
+                path, f"{len(missing)} sampled frame(s) could not be decoded, first at index {missing[0]}"
+            )
+        logger.warning("%s: last %d frame(s) undecodable; repeating the last decoded frame", path, tail)
+        for i in missing:
+            for t in slots[i]:
+                frames[t] = last
+
+    assert frames is not None
+    return VideoClip(
+        frames=frames,
+        sample_fps=nframes / max(total_frames, 1e-6) * video_fps,
+        timestamps=[i / video_fps for i in indices],
+        duration=total_frames / video_fps,
+        frame_indices=indices,
+        video_fps=video_fps,
+        total_frames=total_frames,
+        path=path,
+    )

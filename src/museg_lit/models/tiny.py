@@ -1,0 +1,282 @@
+"""Build a tiny but real Qwen2.5-VL checkpoint on disk, with no network.
+
+``build_tiny_checkpoint(out_dir)`` writes a directory that ``from_pretrained`` loads exactly like a
+downloaded Qwen2.5-VL-3B/7B: ``config.json`` + ``model.safetensors`` of a randomly initialised
+``Qwen2_5_VLForConditionalGeneration``, ``generation_config.json``, the tokenizer files, and the
+``Qwen2_5_VLProcessor`` files (image processor, video processor, chat template). Every code path
+of the platform (chat template -> processor -> vision tower -> 3D-RoPE -> generate -> log-probs)
+therefore runs unchanged on a laptop or CI; only the sizes differ.
+
+Departures from Qwen's released checkpoints (on purpose):
+
+* sizes: text hidden 128 / 2 layers / 4 heads / 2 kv heads / MLP 256; vision hidden 64 / depth 2 /
+  2 heads / MLP 128 (about 0.8M parameters instead of 3-7B); ``mrope_section`` (4, 6, 6) keeps
+  Qwen's 16:24:24 split of the rotary half-dimension (head_dim 32 -> 16). Vision-side geometry is
+  Qwen's: patch 14, temporal patch 2, spatial merge 2, window 112, last block full attention,
+  ``tokens_per_second`` 2, and out_hidden_size = text hidden.
+* vocabulary: our locally trained tokenizer (``museg_lit.models.tokenizer``); the embedding matrix
+  is padded to a multiple of 64 (Qwen pads 151,665 tokens to 152,064 the same way) and tied to the
+  LM head (as in Qwen2.5-VL-3B).
+* weights are random (seeded), so outputs are gibberish until trained; the generation config only
+  sets eos (``<|im_end|>``, ``<|endoftext|>``) / pad / bos, not Qwen's sampling defaults
+  (top_k=1, top_p=0.001, repetition_penalty=1.05), which our rollout config sets explicitly.
+* the processors use Qwen's real preprocessing values (CLIP mean/std, min_pixels 56*56,
+  max_pixels 12,845,056 = 16,384 * 28 * 28) and ``do_sample_frames=False``: our own decoder
+  samples and resizes frames, so the processor must not do it again (see ``processing.py``).
+
+The directory is written atomically (temporary sibling directory + ``os.replace``), so concurrent
+builders (e.g. pytest-xdist workers, DDP ranks) never observe a half-written checkpoint. A
+``museg_tiny.json`` marker, written last, records the build arguments and marks completeness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import (
+    GenerationConfig,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from museg_lit.models.tokenizer import QWEN25VL_CHAT_TEMPLATE, build_tokenizer
+
+__all__ = ["MARKER_FILE", "TINY_DEFAULTS", "build_tiny_checkpoint", "is_complete_checkpoint", "tiny_config"]
+
+MARKER_FILE = "museg_tiny.json"
+
+# Geometry of Qwen2.5-VL's vision front end; fixed because the processor and the platform's
+# video decoder (multiples of 28 = patch 14 * merge 2) depend on it.
+PATCH_SIZE = 14
+TEMPORAL_PATCH_SIZE = 2
+SPATIAL_MERGE_SIZE = 2
+# Qwen2.5-VL's preprocessor_config.json values.
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 16384 * 28 * 28
+
+TINY_DEFAULTS: dict[str, Any] = {
+    # language model
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "mrope_section": (4, 6, 6),  # sums to head_dim / 2 = 128 / 4 / 2 = 16
+    "rope_theta": 1_000_000.0,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    # vision tower
+    "vision_depth": 2,
+    "vision_hidden_size": 64,
+    "vision_intermediate_size": 128,
+    "vision_num_heads": 2,
+    "vision_window_size": 112,
+    "vision_fullatt_block_indexes": (1,),
+    "tokens_per_second": 2,
+    # tokenizer / embeddings
+    "tokenizer_vocab_size": 2048,
+    "vocab_multiple": 64,
+}
+
+
+def _sizes(overrides: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(overrides) - set(TINY_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown tiny-model size(s) {sorted(unknown)}; known: {sorted(TINY_DEFAULTS)}")
+    sizes = {**TINY_DEFAULTS, **overrides}
+    head_dim = sizes["hidden_size"] // sizes["num_attention_heads"]
+    if sum(sizes["mrope_section"]) * 2 != head_dim:
+        raise ValueError(f"mrope_section {sizes['mrope_section']} must sum to head_dim/2 = {head_dim // 2}")
+    # JSON round-trip so that the marker comparison sees lists, not tuples.
+    return json.loads(json.dumps(sizes))
+
+
+def tiny_config(tokenizer, **size_overrides: Any) -> Qwen2_5_VLConfig:
+    """The ``Qwen2_5_VLConfig`` of the tiny model whose special-token ids match ``tokenizer``."""
+    s = _sizes(size_overrides)
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in (
+            "<|endoftext|>",
+            "<|im_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+        )
+    }
+    vocab_size = -(-len(tokenizer) // s["vocab_multiple"]) * s["vocab_multiple"]
+    text_config = {
+        "vocab_size": vocab_size,
+        "hidden_size": s["hidden_size"],
+        "intermediate_size": s["intermediate_size"],
+        "num_hidden_layers": s["num_hidden_layers"],
+        "num_attention_heads": s["num_attention_heads"],
+        "num_key_value_heads": s["num_key_value_heads"],
+        "hidden_act": "silu",
+        "max_position_embeddings": s["max_position_embeddings"],
+        "rms_norm_eps": s["rms_norm_eps"],
+        "use_sliding_window": False,
+        "max_window_layers": s["num_hidden_layers"],
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": s["rope_theta"],
+            "mrope_section": list(s["mrope_section"]),
+        },
+        # Qwen uses <|endoftext|> as bos id in its configs although the tokenizer adds no bos.
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    vision_config = {
+        "depth": s["vision_depth"],
+        "hidden_size": s["vision_hidden_size"],
+        "intermediate_size": s["vision_intermediate_size"],
+        "num_heads": s["vision_num_heads"],
+        "hidden_act": "silu",
+        "in_channels": 3,
+        "patch_size": PATCH_SIZE,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+        "spatial_merge_size": SPATIAL_MERGE_SIZE,
+        "tokens_per_second": s["tokens_per_second"],
+        "window_size": s["vision_window_size"],
+        "fullatt_block_indexes": list(s["vision_fullatt_block_indexes"]),
+        "out_hidden_size": s["hidden_size"],
+    }
+    return Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=s["tie_word_embeddings"],
+    )
+
+
+def _processor(tokenizer) -> Qwen2_5_VLProcessor:
+    common = {
+        "min_pixels": MIN_PIXELS,
+        "max_pixels": MAX_PIXELS,
+        "patch_size": PATCH_SIZE,
+        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+        "merge_size": SPATIAL_MERGE_SIZE,
+        "image_mean": list(OPENAI_CLIP_MEAN),
+        "image_std": list(OPENAI_CLIP_STD),
+    }
+    image_processor = Qwen2VLImageProcessor(**common)
+    # do_sample_frames=False: frames arrive already sampled at the requested fps by our decoder.
+    # cap_pixels_per_frame=False: keep transformers' uncapped behaviour explicitly (our decoder
+    # applies qwen-vl-utils' total-pixel budget itself) and silence its deprecation warning.
+    video_processor = Qwen2VLVideoProcessor(**common, do_sample_frames=False, cap_pixels_per_frame=False)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN25VL_CHAT_TEMPLATE,
+    )
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a finished tiny checkpoint (its marker is written last)."""
+    p = Path(path)
+    return (
+        (p / MARKER_FILE).is_file() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+    )
+
+
+def _marker(seed: int, sizes: dict[str, Any]) -> dict[str, Any]:
+    return {"seed": seed, "sizes": sizes}
+
+
+def _write(tmp: Path, seed: int, sizes: dict[str, Any]) -> int:
+    """Write the whole checkpoint into ``tmp``; return the parameter count."""
+    tokenizer = build_tokenizer(vocab_size=sizes["tokenizer_vocab_size"])
+    config = tiny_config(tokenizer, **sizes)
+    # fork_rng: a seeded build must not disturb (or depend on) the caller's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=[config.text_config.eos_token_id, config.text_config.pad_token_id],
+        pad_token_id=config.text_config.pad_token_id,
+    )
+    model.save_pretrained(tmp, safe_serialization=True)
+    _processor(tokenizer).save_pretrained(tmp)
+    n_params = sum(p.numel() for p in model.parameters())
+    marker = {**_marker(seed, sizes), "n_parameters": n_params, "transformers": transformers.__version__}
+    (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    return n_params
+
+
+def _check_existing(out: Path, seed: int, sizes: dict[str, Any]) -> None:
+    found = json.loads((out / MARKER_FILE).read_text())
+    if {k: found.get(k) for k in ("seed", "sizes")} != _marker(seed, sizes):
+        raise ValueError(
+            f"{out} holds a tiny checkpoint built with other arguments (seed={found.get('seed')}); "
+            "pass overwrite=True or choose another directory"
+        )
+
+
+def build_tiny_checkpoint(
+    out_dir: str | os.PathLike, *, seed: int = 0, overwrite: bool = False, **size_overrides: Any
+) -> Path:
+    """Build (or reuse) the tiny Qwen2.5-VL checkpoint in ``out_dir`` and return its path.
+
+    Args:
+        out_dir: target directory; created with its parents.
+        seed: seed of the weight initialisation (the tokenizer is seed-independent).
+        overwrite: rebuild even if ``out_dir`` already holds a complete checkpoint.
+        **size_overrides: keys of :data:`TINY_DEFAULTS`.
+
+    Returns:
+        ``Path(out_dir)``. When the directory already holds a complete checkpoint built with the
+        same arguments it is returned untouched (fast path, a few milliseconds).
+
+    Raises:
+        ValueError: the existing checkpoint was built with other arguments (and not ``overwrite``).
+        FileExistsError: ``out_dir`` is a non-empty directory that is not a tiny checkpoint.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    sizes = _sizes(size_overrides)
+    if not overwrite and is_complete_checkpoint(out):
+        _check_existing(out, seed, sizes)
+        return out
+    if not overwrite and out.exists() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out} exists, is not empty and is not a tiny checkpoint; refusing to replace it"
+        )
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary directory lives next to `out` so that os.replace is a same-filesystem rename.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write(tmp, seed, sizes)
+        if overwrite and out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            # Renaming onto a missing or empty directory is atomic on POSIX.
+            os.replace(tmp, out)
+        except OSError:
+            # A concurrent builder won the race; its result is as good as ours.
+            if not is_complete_checkpoint(out):
+                raise
+            _check_existing(out, seed, sizes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

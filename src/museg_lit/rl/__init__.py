@@ -1,0 +1,1 @@
+"""RL maths for GRPO-family training: pure tensor functions, no Lightning state."""

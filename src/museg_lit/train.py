@@ -1,0 +1,30 @@
+"""Training entry point: ``python -m museg_lit.train [+experiment=stage1] [overrides]``.
+
+Composes ``conf/train.yaml``, builds the run (:mod:`museg_lit.builders`), logs the composed config to
+MLflow and fits. Returns the tracked metric (``tracked_metric``) for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from museg_lit.builders import build_training
+from museg_lit.tracking import log_run_config
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    L.seed_everything(cfg.seed, workers=True)
+    run = build_training(cfg)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    log_run_config(run.trainer.loggers, cfg, overrides)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    value = run.trainer.callback_metrics.get(cfg.tracked_metric)
+    return None if value is None else float(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Config tier: every experiment composes, every group instantiates, typos are errors."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from museg_lit.config import CONF_DIR, compose
+from museg_lit.models.factory import ModelSpec
+from museg_lit.rewards.schedule import RewardSchedule
+from museg_lit.rl.config import AlgoConfig, RolloutConfig
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def test_default_is_tiny_on_synthetic(tmp_path):
+    cfg = compose([f"paths.root_dir={tmp_path}"])
+    assert cfg.model.tiny and cfg.data.synthetic is not None
+    assert cfg.trainer.accelerator == "auto"
+    assert cfg.logger.mlflow.tracking_uri == f"sqlite:///{tmp_path}/logs/mlflow.db"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose([f"+experiment={experiment}", "model=tiny", "data=synthetic", f"paths.root_dir={tmp_path}"])
+    assert isinstance(instantiate(cfg.model), ModelSpec)
+    assert isinstance(instantiate(cfg.reward), RewardSchedule)
+    assert isinstance(instantiate(cfg.algo), AlgoConfig)
+    assert isinstance(instantiate(cfg.rollout), RolloutConfig)
+    dm = instantiate(cfg.data)
+    assert dm.frames.fps == 2.0
+    instantiate(cfg.optim.optimizer)
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.max_epochs == 1
+
+
+@pytest.mark.parametrize(
+    ("experiment", "template", "rewards"),
+    [
+        ("stage1", "frame_selection_thinking", {"format", "segment_matching"}),
+        ("stage2", "frame_selection_thinking_n_timestamp", {"format_no_timestamp", "segment_matching"}),
+    ],
+)
+def test_museg_recipe_values(experiment, template, rewards, tmp_path):
+    cfg = compose([f"+experiment={experiment}", f"paths.root_dir={tmp_path}"])
+    assert cfg.model.name == "qwen2.5-vl-7b"
+    assert cfg.data.template == template
+    assert set(cfg.reward.phases.main.weights) == rewards
+    assert all(w == 1.0 for w in cfg.reward.phases.main.weights.values())
+    assert cfg.optim.optimizer.lr == 1.5e-6
+    assert (cfg.algo.beta, cfg.algo.kl_estimator, cfg.algo.num_iterations) == (0.04, "k3", 1)
+    assert (cfg.rollout.num_generations, cfg.rollout.temperature, cfg.rollout.max_new_tokens) == (8, 0.9, 4096)
+    f = cfg.data.frames
+    assert (f.fps, f.max_frames, f.min_pixels, f.total_pixels) == (2.0, 448, 16 * 28 * 28, 3584 * 28 * 28)
+    assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (1, 2, 1)
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.model.gradient_checkpointing
+    assert Path(cfg.data.train_file).name == f"stage_{experiment[-1]}.jsonl"
+
+
+def test_typo_in_override_is_an_error():
+    with pytest.raises(ConfigCompositionException, match="model.typo"):
+        compose(["model.typo=1"])
+
+
+def test_sweepable_weight_key(tmp_path):
+    cfg = compose([f"paths.root_dir={tmp_path}", "reward.phases.main.weights.segment_matching=0.5"])
+    assert instantiate(cfg.reward).phases[0].weights["segment_matching"] == 0.5
