@@ -54,7 +54,7 @@ class GRPOModule(L.LightningModule):
         if self.policy is not None:
             return
         self.processor = load_processor(self.spec)
-        self.policy = load_policy(self.spec)
+        self.policy = load_policy(self.spec).train()  # from_pretrained returns eval mode; checkpointing needs train
         if self.spec.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # beta == 0 -> no KL term -> no reference model in memory at all
@@ -63,6 +63,9 @@ class GRPOModule(L.LightningModule):
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         self.eos_token_ids = [int(e) for e in eos if e is not None]
         self.pad_token_id = int(self.processor.tokenizer.pad_token_id)
+        tok = self.processor.tokenizer
+        vision_tokens = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+        self.suppress_token_ids = [tok.convert_tokens_to_ids(t) for t in vision_tokens if t in tok.get_vocab()]
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -78,6 +81,12 @@ class GRPOModule(L.LightningModule):
         yield
         timings[name] = time.perf_counter() - start
 
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        # only the processor tensors travel; samples (frozen dataclasses) stay on the host
+        if batch.get("inputs") is not None:
+            batch["inputs"] = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
+        return batch
+
     # ---- one GRPO step ----
     def training_step(self, batch: dict, batch_idx: int):
         self.skipped_total += len(batch["skipped"])
@@ -87,7 +96,7 @@ class GRPOModule(L.LightningModule):
         G = self.rollout_cfg.num_generations
         samples = batch["samples"]
         timings = {"decode_s": batch["decode_s"]}
-        inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
+        inputs = batch["inputs"]
 
         with self._timed("generate_s", timings):
             ro = generate_rollout(
@@ -95,6 +104,7 @@ class GRPOModule(L.LightningModule):
                 max_new_tokens=self.rollout_cfg.max_new_tokens, temperature=self.rollout_cfg.temperature,
                 top_p=self.rollout_cfg.top_p, top_k=self.rollout_cfg.top_k,
                 eos_token_ids=self.eos_token_ids, pad_token_id=self.pad_token_id,
+                suppress_token_ids=self.suppress_token_ids,
             )
         with self._timed("reward_s", timings):
             solution = [s.solution for s in samples for _ in range(G)]

@@ -6,6 +6,8 @@ MLflow and fits. Returns the tracked metric (``tracked_metric``) for Hydra sweep
 
 from __future__ import annotations
 
+import warnings
+
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +15,9 @@ from omegaconf import DictConfig
 
 from museg_lit.builders import build_training
 from museg_lit.tracking import log_run_config
+
+# the frozen reference model is deliberately in eval mode
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

@@ -68,6 +68,7 @@ FPS_MAX_FRAMES = 768
 # Seek only when at least this many frames lie between the decoder and the keyframe of the next
 # sampled frame: a seek flushes the (frame-threaded) decoder, which costs about a thread count
 # of frames of latency, so short gaps are cheaper to decode through.
+_THREAD_TYPE = "AUTO"
 _SEEK_MIN_GAP = 32
 # Most of the video that may be missing at the end (packets without a decodable frame) before
 # the file is rejected instead of padded with its last frame; decord warns at this fraction.
@@ -334,7 +335,7 @@ def _frames_by_pts(
     position = {p: i for i, p in enumerate(index.pts)}
     with _open(path) as container:
         stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"  # frame + slice threads; only sampled frames cost conversion
+        stream.thread_type = _THREAD_TYPE  # frame + slice threads; only sampled frames cost conversion
         k, last = 0, -1  # next target, position of the last decoded frame
         while k < len(targets):
             seek_ts = None
@@ -377,7 +378,7 @@ def _frames_by_count(
     last_target = targets[-1]
     with _open(path) as container:
         stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+        stream.thread_type = _THREAD_TYPE
         for pos, frame in enumerate(_decoded_frames(container, stream, deadline)):
             if pos in wanted:
                 yield pos, frame

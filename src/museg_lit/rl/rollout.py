@@ -71,8 +71,13 @@ def generate_rollout(
     do_sample: bool = True,
     eos_token_ids: list[int],
     pad_token_id: int,
+    suppress_token_ids: list[int] | None = None,
 ) -> Rollout:
-    """Sample ``num_generations`` completions per prompt; returns tokens, masks and texts."""
+    """Sample ``num_generations`` completions per prompt; returns tokens, masks and texts.
+
+    ``suppress_token_ids`` are never sampled: vision placeholders (``<|video_pad|>`` ...) in a
+    completion would be taken for visual slots by the log-prob forward pass and break it.
+    """
     expanded = repeat_visual_batch(prompt_inputs, num_generations)
     was_training = model.training
     model.eval()
@@ -86,6 +91,7 @@ def generate_rollout(
             max_new_tokens=max_new_tokens,
             eos_token_id=eos_token_ids,
             pad_token_id=pad_token_id,
+            suppress_tokens=suppress_token_ids or None,
             use_cache=True,
         )  # [N, P+C]
     finally:
