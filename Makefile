@@ -9,7 +9,9 @@ MUSEG_REPO_RAW ?= https://raw.githubusercontent.com/THUNLP-MT/MUSEG/main
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-install: ## install the package with the dev tools (editable)
+install: ## install ffmpeg (Debian, if missing) and the package with the dev tools (editable)
+	@command -v ffmpeg >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq ffmpeg) \
+	  || echo "ffmpeg not found: install it (apt-get install ffmpeg) for the video tests and benchmarks"; }
 	$(PYTHON) -m pip install -e ".[dev]"
 
 test: ## run the default test suite (no network, no GPU, no slow tests)

@@ -52,6 +52,15 @@ def as_rate(fps: float | int | str | Fraction) -> Fraction:
     return Fraction(fps).limit_denominator(1000)
 
 
+def _triangle(v: np.ndarray) -> np.ndarray:
+    """0 -> 255 -> 0 triangle wave of period 510: a gradient that moves without wrapping around.
+
+    A wrapping (mod 256) gradient would put a hard colour edge somewhere in every frame, which is
+    both unlike real video and the worst case for chroma subsampling.
+    """
+    return 255 - np.abs(v % 510 - 255)
+
+
 def pattern_frame(index: int, height: int, width: int) -> np.ndarray:
     """RGB frame ``[H, W, 3]`` uint8 for frame ``index``: index blocks on a moving colour gradient."""
     if not 0 <= index < 16**DIGITS:
@@ -59,9 +68,9 @@ def pattern_frame(index: int, height: int, width: int) -> np.ndarray:
     y = np.arange(height, dtype=np.int64)[:, None]  # [H, 1]
     x = np.arange(width, dtype=np.int64)[None, :]  # [1, W]
     shift = 9 * index  # moves the gradient every frame, so any off-by-one frame is visible
-    r = (x * 255 // max(width - 1, 1) + shift) % 256  # [1, W]
-    g = (y * 255 // max(height - 1, 1) + 2 * shift) % 256  # [H, 1]
-    b = ((x + y) * 2 + 3 * shift) % 256  # [H, W]
+    r = _triangle(x * 255 // max(width - 1, 1) + shift)  # [1, W]
+    g = _triangle(y * 255 // max(height - 1, 1) + 2 * shift)  # [H, 1]
+    b = _triangle((x + y) * 2 + 3 * shift)  # [H, W]
     frame = np.stack(np.broadcast_arrays(r, g, b), axis=-1).astype(np.uint8)  # [H, W, 3]
     digits = [(index // 16 ** (DIGITS - 1 - k)) % 16 for k in range(DIGITS)]
     for k, digit in enumerate(digits):

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from museg_lit.builders import build_training
+from museg_lit.data.annotations import AnnotationError
 from museg_lit.tracking import log_run_config
 
 # the frozen reference model is deliberately in eval mode
@@ -23,7 +24,10 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
-    run = build_training(cfg)
+    try:
+        run = build_training(cfg)
+    except (FileNotFoundError, AnnotationError) as exc:  # user errors: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     log_run_config(run.trainer.loggers, cfg, overrides)
     run.trainer.fit(run.module, datamodule=run.datamodule)
