@@ -125,6 +125,7 @@ def make_video(
     audio: bool = False,
     n_frames: int | None = None,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a pattern video with PyAV and return its path.
 
@@ -141,6 +142,8 @@ def make_video(
         audio: also mux a quiet AAC (or Opus, for webm) track.
         n_frames: exact frame count, overrides ``seconds``.
         options: extra encoder options, merged over the per-codec defaults.
+        container_options: muxer options, e.g. ``{"movflags": "+faststart"}`` for an mp4 whose
+            index precedes the media data.
     """
     path = Path(path)
     rate = as_rate(fps)
@@ -150,7 +153,7 @@ def make_video(
     # A fine time base gives VFR clips exact timestamps; CFR clips use 1/fps like most encoders.
     time_base = Fraction(1, 90000) if vfr else 1 / rate
 
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.time_base = time_base

@@ -34,7 +34,9 @@ def build_training(cfg: DictConfig) -> TrainingRun:
     """
     spec = instantiate(cfg.model)
     processor = load_processor(spec)
-    datamodule = instantiate(cfg.data, processor=processor)
+    # num_iterations > 1: each group of accumulated batches is replayed num_iterations times
+    datamodule = instantiate(cfg.data, processor=processor, repeat_batches=cfg.algo.num_iterations,
+                             repeat_group=cfg.trainer.accumulate_grad_batches)
     module = GRPOModule(
         model=spec,
         reward=instantiate(cfg.reward),

@@ -2,8 +2,13 @@
 
 One training step takes a batch of B prompts (each with its decoded clip), samples G completions per
 prompt, scores them with the active reward phase, normalises rewards within each group, computes
-per-token log-probs of the policy (with grad) and of the frozen reference (if ``beta > 0``), and
-returns the loss; Lightning does backward, clipping, accumulation and the optimizer step.
+per-token log-probs of the policy (with grad) and of the frozen reference (if any token has a KL
+weight), and returns the loss; Lightning does backward, clipping, accumulation and the optimizer step.
+
+Variants (all chosen in :class:`~museg_lit.rl.config.AlgoConfig`): ``num_iterations > 1`` caches a
+rollout and reuses it for that many steps (the data module repeats each group of batches), with PPO
+clipping against the rollout-time log-probs; DAPO's dynamic sampling drops zero-variance groups and
+refills from further batches; token-aware KL gives timestamp tokens their own beta.
 
 Departures from MUSEG's TRL-0.15 trainer: generation runs in the training process with HF
 ``generate`` (MUSEG used a separate vLLM GPU); everything else follows the recipe in DESIGN.md.
@@ -12,19 +17,45 @@ Departures from MUSEG's TRL-0.15 trainer: generation runs in the training proces
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import lightning as L
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from museg_lit.models.factory import ModelSpec, load_policy, load_processor, load_reference
-from museg_lit.rewards.schedule import RewardSchedule
+from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
 from museg_lit.rl.advantages import group_advantages
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
 from museg_lit.rl.logprobs import completion_logprobs
 from museg_lit.rl.losses import policy_loss
-from museg_lit.rl.rollout import generate_rollout
+from museg_lit.rl.rollout import Rollout, generate_rollout, select_rollout
+from museg_lit.rl.sampling import informative_groups, mask_truncated, rows_of_groups
+from museg_lit.rl.token_mask import per_token_beta, timestamp_token_mask
+
+
+@dataclass(frozen=True)
+class ScoredRollout:
+    """A rollout with everything the loss needs that does not change across iterations."""
+
+    rollout: Rollout
+    samples: list  # B GroundingSample, one per group
+    rewards: RewardOutput  # per row
+    group_std: Tensor  # [B]
+    advantages: Tensor  # [N]
+    loss_mask: Tensor  # [N, C] completion mask, truncated rows zeroed if configured
+    beta: Tensor | float  # scalar or [N, C] token-aware
+    ref_logp: Tensor | None  # [N, C]
+    old_logp: Tensor | None  # [N, C], only for num_iterations > 1
+
+
+def _pad_cat(tensors: list[Tensor], value: float = 0.0) -> Tensor:
+    """Concatenate ``[N_i, C_i]`` tensors along rows, right-padding to the longest C."""
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([F.pad(t, (0, width - t.shape[1]), value=value) for t in tensors], dim=0)
 
 
 class GRPOModule(L.LightningModule):
@@ -47,6 +78,8 @@ class GRPOModule(L.LightningModule):
         self.processor = None
         self.skipped_total = 0
         self.last_completions: list[dict] = []  # rows for the MLflow completions table
+        self.refill_batches: Iterator | None = None  # DAPO refills; set by the data module hook below
+        self._cache: dict[tuple, tuple[list[ScoredRollout], int]] = {}
         self._update_started: float | None = None
 
     # ---- model construction (Lightning calls this once, also under sharded strategies) ----
@@ -57,13 +90,13 @@ class GRPOModule(L.LightningModule):
         self.policy = load_policy(self.spec).train()  # from_pretrained returns eval mode; checkpointing needs train
         if self.spec.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # beta == 0 -> no KL term -> no reference model in memory at all
-        self.reference = load_reference(self.spec) if self.algo.beta > 0 else None
+        # no KL weight anywhere -> no reference model in memory at all
+        self.reference = load_reference(self.spec) if self.algo.needs_reference else None
         gen = self.policy.generation_config
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         self.eos_token_ids = [int(e) for e in eos if e is not None]
-        self.pad_token_id = int(self.processor.tokenizer.pad_token_id)
         tok = self.processor.tokenizer
+        self.pad_token_id = int(tok.pad_token_id)
         vision_tokens = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
         self.suppress_token_ids = [tok.convert_tokens_to_ids(t) for t in vision_tokens if t in tok.get_vocab()]
 
@@ -75,32 +108,34 @@ class GRPOModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, total_steps=max(1, self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    @contextmanager
-    def _timed(self, name: str, timings: dict):
-        start = time.perf_counter()
-        yield
-        timings[name] = time.perf_counter() - start
-
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
         # only the processor tensors travel; samples (frozen dataclasses) stay on the host
         if batch.get("inputs") is not None:
             batch["inputs"] = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
         return batch
 
-    # ---- one GRPO step ----
-    def training_step(self, batch: dict, batch_idx: int):
-        self.skipped_total += len(batch["skipped"])
-        self.log("data/skipped", float(self.skipped_total), on_step=True, batch_size=1)
-        if batch["inputs"] is None:  # every video of this batch failed to decode: no step
-            return None
-        G = self.rollout_cfg.num_generations
-        samples = batch["samples"]
-        timings = {"decode_s": batch["decode_s"]}
-        inputs = batch["inputs"]
+    def on_train_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.algo.dynamic_sampling and dm is not None and self.refill_batches is None:
+            self.refill_batches = dm.refill_batches()
 
+    @contextmanager
+    def _timed(self, name: str, timings: dict):
+        start = time.perf_counter()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+    # ---- rollout and scoring ----
+    def _logprobs(self, model, ro: Rollout) -> Tensor:
+        temperature = self.rollout_cfg.temperature if self.algo.logprobs_at_temperature else 1.0
+        return completion_logprobs(model, ro.prompt_inputs, ro.completion_ids, ro.completion_mask,
+                                   temperature=temperature)  # [N, C]
+
+    def _score(self, batch: dict, timings: dict) -> ScoredRollout:
+        G, samples = self.rollout_cfg.num_generations, batch["samples"]
         with self._timed("generate_s", timings):
             ro = generate_rollout(
-                self.policy, self.processor.tokenizer, inputs, num_generations=G,
+                self.policy, self.processor.tokenizer, batch["inputs"], num_generations=G,
                 max_new_tokens=self.rollout_cfg.max_new_tokens, temperature=self.rollout_cfg.temperature,
                 top_p=self.rollout_cfg.top_p, top_k=self.rollout_cfg.top_k,
                 eos_token_ids=self.eos_token_ids, pad_token_id=self.pad_token_id,
@@ -114,49 +149,124 @@ class GRPOModule(L.LightningModule):
                     columns.setdefault(key, []).extend([value] * G)
             rewards = self.reward.compute(self.global_step, ro.texts, solution, **columns)
             stats = group_advantages(rewards.total, G, scale=self.algo.scale_rewards, eps=self.algo.advantage_eps)
-        advantages = stats.advantages.to(self.device)  # [B*G]
-        temperature = self.rollout_cfg.temperature if self.algo.logprobs_at_temperature else 1.0
-
-        ref_logp = None
+        mask = mask_truncated(ro.completion_mask, ro.truncated) if self.algo.mask_truncated else ro.completion_mask
+        beta: Tensor | float = self.algo.beta
+        if self.algo.beta_time is not None:
+            ts = timestamp_token_mask(ro.completion_ids, ro.completion_mask, self.processor.tokenizer,
+                                      self.algo.token_kl_scope)  # [N, C]
+            beta = per_token_beta(ts, self.algo.beta, self.algo.beta_time).to(self.device)
+        ref_logp = old_logp = None
         if self.reference is not None:
             with self._timed("ref_logp_s", timings), torch.no_grad():
-                ref_logp = completion_logprobs(
-                    self.reference, ro.prompt_inputs, ro.completion_ids, ro.completion_mask, temperature=temperature
-                )  # [B*G, C]
+                ref_logp = self._logprobs(self.reference, ro)
+        if self.algo.num_iterations > 1:
+            with self._timed("old_logp_s", timings), torch.no_grad():
+                old_logp = self._logprobs(self.policy, ro)
+        return ScoredRollout(ro, samples, rewards, stats.std, stats.advantages.to(self.device), mask, beta,
+                             ref_logp, old_logp)
+
+    def _keep_informative(self, scored: ScoredRollout) -> ScoredRollout | None:
+        """DAPO dynamic sampling: drop groups whose rewards are all equal (None if none is left)."""
+        keep_groups = informative_groups(scored.group_std)  # [B]
+        if bool(keep_groups.all()):
+            return scored
+        if not bool(keep_groups.any()):
+            return None
+        rows = rows_of_groups(keep_groups, self.rollout_cfg.num_generations)  # [N]
+        dev_rows = rows.to(self.device)
+        pick = lambda t: None if t is None else t[dev_rows]  # noqa: E731
+        total = scored.rewards.total[rows]
+        per_fn = {k: v[rows] for k, v in scored.rewards.per_function.items()}
+        return replace(
+            scored, rollout=select_rollout(scored.rollout, dev_rows),
+            samples=[s for s, k in zip(scored.samples, keep_groups.tolist(), strict=True) if k],
+            rewards=RewardOutput(total, per_fn, scored.rewards.phase), group_std=scored.group_std[keep_groups],
+            advantages=scored.advantages[dev_rows], loss_mask=scored.loss_mask[dev_rows],
+            beta=scored.beta if isinstance(scored.beta, float) else scored.beta[dev_rows],
+            ref_logp=pick(scored.ref_logp), old_logp=pick(scored.old_logp),
+        )
+
+    def _rollouts(self, batch: dict, timings: dict) -> list[ScoredRollout]:
+        """Scored rollouts for this batch: fresh, refilled (DAPO) or cached (num_iterations > 1)."""
+        key = tuple(s.idx for s in batch["samples"])
+        if key in self._cache:
+            chunks, uses = self._cache.pop(key)
+            if uses + 1 < self.algo.num_iterations:
+                self._cache[key] = (chunks, uses + 1)
+            return chunks
+        first = self._score(batch, timings)
+        chunks = [first]
+        if self.algo.dynamic_sampling:
+            kept = self._keep_informative(first)
+            chunks = [kept] if kept is not None else []
+            want, attempts = len(batch["samples"]), 0
+            while sum(len(c.samples) for c in chunks) < want and attempts < self.algo.max_refill_batches:
+                attempts += 1
+                extra = next(self.refill_batches, None) if self.refill_batches is not None else None
+                if extra is None or extra["inputs"] is None:
+                    continue
+                extra = self.transfer_batch_to_device(extra, self.device, 0)
+                kept = self._keep_informative(self._score(extra, timings))
+                if kept is not None:
+                    chunks.append(kept)
+            self.log("train/refill_batches", float(attempts), on_step=True, batch_size=1)
+            chunks = chunks or [first]  # nothing informative: the step still runs (zero advantages)
+        if self.algo.num_iterations > 1:
+            self._cache[key] = (chunks, 1)
+        return chunks
+
+    # ---- one GRPO step ----
+    def training_step(self, batch: dict, batch_idx: int):
+        self.skipped_total += len(batch["skipped"])
+        self.log("data/skipped", float(self.skipped_total), on_step=True, batch_size=1)
+        if batch["inputs"] is None:  # every video of this batch failed to decode: no step
+            return None
+        timings = {"decode_s": batch["decode_s"]}
+        chunks = self._rollouts(batch, timings)
         with self._timed("policy_logp_s", timings):
-            logp = completion_logprobs(
-                self.policy, ro.prompt_inputs, ro.completion_ids, ro.completion_mask, temperature=temperature
-            )  # [B*G, C]
+            logps = [self._logprobs(self.policy, c.rollout) for c in chunks]  # each [N_i, C_i]
+        has_ref = chunks[0].ref_logp is not None
+        beta = self.algo.beta if all(isinstance(c.beta, float) for c in chunks) else _pad_cat(
+            [c.beta if torch.is_tensor(c.beta) else torch.full_like(c.loss_mask, c.beta, dtype=torch.float)
+             for c in chunks])
         out = policy_loss(
-            logp, advantages, ro.completion_mask, ref_logp=ref_logp, beta=self.algo.beta,
-            kl_estimator=self.algo.kl_estimator, epsilon_low=self.algo.epsilon_low,
+            _pad_cat(logps), torch.cat([c.advantages for c in chunks]), _pad_cat([c.loss_mask for c in chunks]),
+            old_logp=_pad_cat([c.old_logp for c in chunks]) if chunks[0].old_logp is not None else None,
+            ref_logp=_pad_cat([c.ref_logp for c in chunks]) if has_ref else None,
+            beta=beta, kl_estimator=self.algo.kl_estimator, epsilon_low=self.algo.epsilon_low,
             epsilon_high=self.algo.epsilon_high, aggregation=self.algo.aggregation,
             max_completion_length=self.rollout_cfg.max_new_tokens,
         )
+        self._log_step(chunks, out, timings)
+        self._update_started = time.perf_counter()
+        return out.loss
 
-        n = len(ro.texts)
+    def _log_step(self, chunks: list[ScoredRollout], out, timings: dict) -> None:
+        total = torch.cat([c.rewards.total for c in chunks])
+        masks = torch.cat([c.rollout.completion_mask.sum(1) for c in chunks]).float()
+        truncated = torch.cat([c.rollout.truncated for c in chunks]).float()
         metrics = {
             "train/loss": out.loss.detach(),
             "train/policy_loss": out.policy_loss,
             "train/kl": out.kl,
             "train/clip_fraction": out.clip_fraction,
-            "train/reward": rewards.total.mean(),
-            "train/reward_std": stats.std.mean(),
-            "train/completion_length": ro.completion_mask.sum(1).float().mean(),
-            "train/truncated_fraction": ro.truncated.float().mean(),
-            "train/reward_phase": float(self.reward.phases.index(rewards.phase)),
+            "train/reward": total.mean(),
+            "train/reward_std": torch.cat([c.group_std for c in chunks]).mean(),
+            "train/completion_length": masks.mean(),
+            "train/truncated_fraction": truncated.mean(),
+            "train/reward_phase": float(self.reward.phases.index(chunks[0].rewards.phase)),
         }
-        metrics.update({f"train/reward/{k}": v.mean() for k, v in rewards.per_function.items()})
+        for name in chunks[0].rewards.per_function:
+            metrics[f"train/reward/{name}"] = torch.cat([c.rewards.per_function[name] for c in chunks]).mean()
         metrics.update({f"time/{k}": v for k, v in timings.items()})
-        self.log_dict(metrics, on_step=True, batch_size=n)
+        self.log_dict(metrics, on_step=True, batch_size=len(total))
+        first, G = chunks[0], self.rollout_cfg.num_generations
         self.last_completions = [
-            {"step": self.global_step, "idx": samples[i // G].idx, "completion": ro.texts[i],
-             "solution": str(solution[i]), "reward": float(rewards.total[i]),
-             **{k: float(v[i]) for k, v in rewards.per_function.items()}}
-            for i in range(min(n, self.num_completions_logged))
+            {"step": self.global_step, "idx": first.samples[i // G].idx, "completion": first.rollout.texts[i],
+             "solution": str(first.samples[i // G].solution), "reward": float(first.rewards.total[i]),
+             **{k: float(v[i]) for k, v in first.rewards.per_function.items()}}
+            for i in range(min(len(first.rollout.texts), self.num_completions_logged))
         ]
-        self._update_started = time.perf_counter()
-        return out.loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # backward + gradient clipping + optimizer step happen between training_step and here

@@ -17,8 +17,9 @@ from museg_lit.builders import build_training
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.tracking import log_run_config
 
-# the frozen reference model is deliberately in eval mode
+# the frozen reference model is deliberately in eval mode; the module moves batches itself on purpose
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device`")
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

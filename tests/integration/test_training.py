@@ -47,6 +47,7 @@ def _overrides(tmp_path, synthetic_data, tiny_checkpoint, *extra):
 
 
 def _run(cfg, reward_fn, recorder=None):
+    """Build the run from ``cfg`` and score every active reward name with ``reward_fn``."""
     run = build_training(cfg)
     run.module.reward.functions.clear()
     run.module.reward.functions.update({name: reward_fn for name in run.module.reward.phases[0].weights})

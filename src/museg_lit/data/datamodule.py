@@ -14,8 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from collections.abc import Iterator
+
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from museg_lit.data.annotations import GroundingSample, LoadReport, load_museg_eval_json, load_museg_jsonl
 from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
@@ -44,7 +47,7 @@ def resolve_video(video_root: str | Path, relative: str, *, source: str = "") ->
     root = Path(video_root).resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root):
-        raise VideoDecodeError(f"{source or relative}: video path {relative!r} escapes the video root {root}")
+        raise VideoDecodeError(path, f"path {relative!r} ({source or 'annotation'}) escapes the video root {root}")
     return path
 
 
@@ -113,6 +116,37 @@ class PromptCollator:
         return batch
 
 
+class RepeatedGroupBatchSampler(Sampler[list[int]]):
+    """Batches of ``batch_size`` indices; every ``group`` consecutive batches are yielded ``repeats``
+    times in a row. With ``group`` = gradient-accumulation steps and ``repeats`` = ``num_iterations``,
+    each optimizer step sees the same rollouts again (PPO-style reuse), never a mix of old and new.
+
+    Example: indices 0..3, batch 1, group 2, repeats 2 -> [0], [1], [0], [1], [2], [3], [2], [3].
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, group: int = 1, repeats: int = 1):
+        self.sampler, self.batch_size, self.group, self.repeats = sampler, batch_size, group, repeats
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches, pending = [], []
+        for index in self.sampler:
+            pending.append(index)
+            if len(pending) == self.batch_size:
+                batches.append(pending)
+                pending = []
+            if len(batches) == self.group:
+                for _ in range(self.repeats):
+                    yield from batches
+                batches = []
+        if pending:
+            batches.append(pending)
+        for _ in range(self.repeats if batches else 0):
+            yield from batches
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size) * self.repeats
+
+
 class GroundingDataModule(L.LightningDataModule):
     """Training (and optional validation) batches of grounding prompts.
 
@@ -136,6 +170,8 @@ class GroundingDataModule(L.LightningDataModule):
         system_prompt: str | None = None,
         synthetic: SyntheticSpec | None = None,
         processor=None,
+        repeat_batches: int = 1,
+        repeat_group: int = 1,
     ):
         super().__init__()
         if on_error not in ("skip", "raise"):
@@ -145,6 +181,7 @@ class GroundingDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.on_error = batch_size, num_workers, on_error
         self.segment_policy, self.shuffle, self.max_samples = segment_policy, shuffle, max_samples
         self.system_prompt, self.synthetic, self.processor = system_prompt, synthetic, processor
+        self.repeat_batches, self.repeat_group = repeat_batches, repeat_group
         self.report = LoadReport()
         self.train_set: GroundingDataset | None = None
 
@@ -165,8 +202,18 @@ class GroundingDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("GroundingDataModule.processor is not set; the entry point attaches the model's processor")
+        sampler = RandomSampler(self.train_set) if self.shuffle else SequentialSampler(self.train_set)
         return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=self.shuffle, num_workers=self.num_workers,
+            self.train_set, num_workers=self.num_workers,
+            batch_sampler=RepeatedGroupBatchSampler(sampler, self.batch_size, self.repeat_group, self.repeat_batches),
             collate_fn=PromptCollator(self.processor, self.template, self.system_prompt),
             persistent_workers=self.num_workers > 0,
         )
+
+    def refill_batches(self, seed: int = 1) -> Iterator[dict]:
+        """Endless batches in a second random order, for DAPO's dynamic-sampling refills."""
+        generator = torch.Generator().manual_seed(seed)
+        collate = PromptCollator(self.processor, self.template, self.system_prompt)
+        while True:
+            yield from DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator,
+                                  collate_fn=collate)

@@ -24,16 +24,21 @@ Where this module departs from qwen-vl-utils:
   frame at full resolution and then resizes the batch.
 - Frames are uint8 ``[T, 3, H, W]``. qwen-vl-utils resizes the same uint8 tensor with the same
   torchvision call and then casts to float32, so values are equal after ``.float()``. RGB
-  conversion is bit-identical for even-sized 4:2:0 video; for odd widths FFmpeg 8's swscale
-  interpolates chroma slightly differently from FFmpeg 4.1 (mean abs diff about 1 / 255 before
-  resizing).
+  conversion is bit-identical to decord's except for 4:2:0 video of *odd height*, which FFmpeg
+  4.1 and 8 convert through differently rounded chroma filters (mean abs diff below 1 / 255 after
+  resizing on our test patterns; odd widths are exact).
+- Frame ``i`` is always the frame with the ``i``-th smallest pts, also where decord's seeking
+  returns another one: MPEG-4 Part 2 with B-frames (decord lands several frames early after a
+  seek) and mp4 edit lists from stream-copy cuts. For the latter (packets flagged "discard",
+  which decord counts but the decoder never outputs) frame ``i`` is the ``i``-th decoded frame
+  and the tail repeats the last one: what decord returns when it reads the video sequentially.
 - Errors raise ``VideoDecodeError`` naming the file. qwen-vl-utils instead retries any decord
   failure with torchvision's reader, whose frame count and fps definitions differ.
 - A stream without ``avg_frame_rate`` (decord returns NaN and qwen-vl-utils falls back to
   torchvision) uses FFmpeg's guessed rate.
-- If the decoder yields fewer frames than the packet index promised (a truncated or damaged
-  tail), the missing sampled frames repeat the last decoded one, as decord does, up to a quarter
-  of the video; beyond that the file is rejected.
+- A damaged tail (packets without a decodable frame) repeats the last decoded frame, as decord
+  does, for up to a quarter of the video; beyond that, or for a truncated final packet, the file
+  is rejected.
 - Only the ``fps`` sampling mode is supported (no ``nframes``, ``video_start``/``video_end`` or
   ``resized_height``/``resized_width``; qwen's decord backend rejects start/end as well).
 """
@@ -45,10 +50,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import torch
@@ -70,8 +76,9 @@ FPS_MAX_FRAMES = 768
 # sampled frame: a seek flushes the (frame-threaded) decoder, which costs about a thread count
 # of frames of latency, so short gaps are cheaper to decode through.
 _SEEK_MIN_GAP = 32
-# Most of the video that may be missing at the end (packets without a decodable frame) before
-# the file is rejected instead of padded with its last frame; decord warns at this fraction.
+# Most of the video that may be missing at the end (packets without a decodable frame, beyond
+# those an edit list discards) before the file is rejected instead of padded with its last
+# frame; decord warns at this fraction.
 _MAX_MISSING_FRACTION = 0.25
 
 
@@ -232,6 +239,7 @@ class _PacketIndex:
     key_positions: list[int]  # frame positions (in `pts` order) of keyframes, sorted
     key_seek_ts: list[int]  # per keyframe, the timestamp to seek to (its dts, else its pts)
     pts_usable: bool  # every packet has a distinct pts, so frames can be matched by pts
+    discarded: int  # packets flagged "discard" (outside an mp4 edit list): counted, never shown
 
     @property
     def total_frames(self) -> int:
@@ -279,6 +287,8 @@ def _index_packets(path: str, deadline: _Deadline) -> tuple[_PacketIndex, float,
 
         pts: list[int | None] = []
         keys: list[tuple[int | None, int | None]] = []  # (pts, dts) of keyframe packets
+        discarded = 0
+        last_corrupt = False
         try:
             for packet in container.demux(stream):
                 deadline.check()
@@ -287,11 +297,17 @@ def _index_packets(path: str, deadline: _Deadline) -> tuple[_PacketIndex, float,
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append((packet.pts, packet.dts))
+                discarded += packet.is_discard
+                last_corrupt = packet.is_corrupt
         except av.FFmpegError as e:
             raise VideoDecodeError(path, f"demuxing failed after {len(pts)} packets ({e})") from e
 
     if not pts:
         raise VideoDecodeError(path, "video stream has no frames")
+    if last_corrupt:
+        # The demuxer hands out a cut-off final packet flagged corrupt when a file with its
+        # index up front (mp4 "faststart") is truncated; decord fails on such files too.
+        raise VideoDecodeError(path, f"file is truncated (packet {len(pts) - 1} is incomplete)")
     known = [p for p in pts if p is not None]
     pts_usable = len(known) == len(pts) and len(set(known)) == len(known)
     if pts_usable:
@@ -307,8 +323,17 @@ def _index_packets(path: str, deadline: _Deadline) -> tuple[_PacketIndex, float,
         key_positions=[k for k, _ in key_list],
         key_seek_ts=[ts for _, ts in key_list],
         pts_usable=pts_usable,
+        discarded=discarded,
     )
     return index, float(rate), width, height
+
+
+class _Sampled(NamedTuple):
+    """One sampled frame as found by a decoding strategy."""
+
+    position: int  # frame index in the video
+    frame: av.VideoFrame
+    decoded: int | None  # None, or when the stream ended before `position`: frames it yielded
 
 
 def _decoded_frames(container, stream, deadline: _Deadline) -> Iterator[av.VideoFrame]:
@@ -323,72 +348,82 @@ def _decoded_frames(container, stream, deadline: _Deadline) -> Iterator[av.Video
             logger.warning("skipping an undecodable packet (pts=%s)", packet.pts)
 
 
+def _pad_tail(targets: list[int], k: int, frame: av.VideoFrame | None, decoded: int) -> Iterator[_Sampled]:
+    """The stream ended before targets[k:]: stand in the last decoded frame, as decord does."""
+    if frame is not None:
+        for position in targets[k:]:
+            yield _Sampled(position, frame, decoded)
+
+
 def _frames_by_pts(
     path: str, index: _PacketIndex, targets: list[int], deadline: _Deadline, *, allow_seek: bool
-) -> Iterator[tuple[int, av.VideoFrame]]:
-    """Yield ``(position, frame)`` for each target position, matching frames by their pts.
+) -> Iterator[_Sampled]:
+    """Each target frame, found by matching decoded pts against the packet index.
 
     Seeks (when allowed) to the last keyframe at or before the next target whenever that skips
-    at least ``_SEEK_MIN_GAP`` frames. Raises ``_Desync`` if a frame's pts is not in the index or
+    more than ``_SEEK_MIN_GAP`` frames. Raises ``_Desync`` if a frame's pts is not in the index or
     a target is passed without being seen, which means seeking or pts matching cannot be trusted.
     """
     position = {p: i for i, p in enumerate(index.pts)}
+
+    def seek_target(k: int, last: int) -> int | None:
+        """Timestamp to seek to before looking for targets[k], or None to decode on."""
+        if not allow_seek:
+            return None
+        key = bisect.bisect_right(index.key_positions, targets[k]) - 1
+        if key >= 0 and index.key_positions[key] - last > _SEEK_MIN_GAP:
+            return index.key_seek_ts[key]
+        return None
+
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"  # frame + slice threads; only sampled frames cost conversion
-        k, last = 0, -1  # next target, position of the last decoded frame
-        while k < len(targets):
-            seek_ts = None
-            if allow_seek:
-                key = bisect.bisect_right(index.key_positions, targets[k]) - 1
-                if key >= 0 and index.key_positions[key] - last > _SEEK_MIN_GAP:
-                    seek_ts = index.key_seek_ts[key]
+        k, last, last_frame = 0, -1, None  # next target; position and frame last decoded
+        while True:
+            seek_ts = seek_target(k, last)
             if seek_ts is not None:
                 # backward=True lands on the keyframe at or before seek_ts; mp4 seeks by dts,
                 # hence seeking to the keyframe's dts, which is never after its pts.
                 container.seek(seek_ts, stream=stream, backward=True)
-            restarted = False
             for frame in _decoded_frames(container, stream, deadline):
                 pos = position.get(frame.pts)
                 if pos is None:
                     raise _Desync(f"decoded pts {frame.pts} is not in the packet index")
-                last = pos
+                last, last_frame = pos, frame
                 if pos < targets[k]:
                     continue  # an unwanted frame: decoded (unavoidable) but never converted
                 if pos > targets[k]:
                     raise _Desync(f"frame {targets[k]} was skipped (next decoded frame is {pos})")
-                yield pos, frame
+                yield _Sampled(pos, frame, None)
                 k += 1
                 if k == len(targets):
                     return
-                if allow_seek:
-                    key = bisect.bisect_right(index.key_positions, targets[k]) - 1
-                    if key >= 0 and index.key_positions[key] - last > _SEEK_MIN_GAP:
-                        restarted = True
-                        break  # seek from the outer loop
-            if not restarted:
-                return  # end of stream with targets left: the caller pads or rejects
+                if seek_target(k, last) is not None:
+                    break  # seek from the outer loop
+            else:
+                yield from _pad_tail(targets, k, last_frame, last + 1)
+                return
 
 
-def _frames_by_count(
-    path: str, targets: list[int], deadline: _Deadline
-) -> Iterator[tuple[int, av.VideoFrame]]:
-    """Yield ``(position, frame)`` for each target, where position = order of output from the start."""
+def _frames_by_count(path: str, targets: list[int], deadline: _Deadline) -> Iterator[_Sampled]:
+    """Each target frame, where frame i is the i-th frame the decoder outputs from the start."""
     wanted = set(targets)
-    last_target = targets[-1]
+    k, pos, frame = 0, -1, None
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         for pos, frame in enumerate(_decoded_frames(container, stream, deadline)):
             if pos in wanted:
-                yield pos, frame
-            if pos >= last_target:
-                return
+                yield _Sampled(pos, frame, None)
+                k += 1
+                if k == len(targets):
+                    return
+    yield from _pad_tail(targets, k, frame, pos + 1)
 
 
 def _decode_targets(
     path: str, index: _PacketIndex, targets: list[int], deadline: _Deadline
-) -> Iterator[tuple[int, av.VideoFrame]]:
+) -> Iterator[_Sampled]:
     """Sampled frames in increasing position; falls back to simpler strategies on desync.
 
     Order of attempts: pts matching with keyframe seeks, pts matching decoding straight through,
@@ -396,7 +431,10 @@ def _decode_targets(
     re-yields every target from the start, so the consumer simply overwrites.
     """
     strategies = []
-    if index.pts_usable:
+    # Packets an mp4 edit list marks "discard" (stream-copy cuts) are in decord's frame count but
+    # the decoder never outputs them. decord then effectively counts decoded frames (its seeks
+    # land on inconsistent frames), so the one reproducible rule is: frame i = i-th decoded frame.
+    if index.pts_usable and not index.discarded:
         if index.key_positions:
             strategies.append(
                 ("pts+seek", lambda: _frames_by_pts(path, index, targets, deadline, allow_seek=True))
@@ -462,6 +500,72 @@ def _check_file(path: str) -> None:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
 
 
+def _sample_frames(
+    path: str,
+    index: _PacketIndex,
+    indices: list[int],
+    deadline: _Deadline,
+    coded_size: tuple[int, int],
+    target_size: Callable[[int, int], tuple[int, int]],
+) -> torch.Tensor:
+    """Decode, convert and resize the frames at ``indices``; returns uint8 ``[T, 3, h, w]``."""
+    coded_width, coded_height = coded_size
+    slots: dict[int, list[int]] = {}  # frame index -> output positions (indices may repeat)
+    for t, i in enumerate(indices):
+        slots.setdefault(i, []).append(t)
+    targets = sorted(slots)
+    total = index.total_frames
+
+    frames: torch.Tensor | None = None  # [T, 3, h, w] uint8, allocated at the first frame
+    filled: set[int] = set()
+    quarter_turns = 0
+    previous: tuple[av.VideoFrame, torch.Tensor] | None = None  # a padded tail reuses one frame
+    try:
+        with _torch_single_thread():
+            for item in _decode_targets(path, index, targets, deadline):
+                deadline.check()
+                if item.decoded is not None and item.position == targets[-1]:
+                    # Judge the tail once, at the last (padded) target.
+                    unexplained = total - item.decoded - index.discarded  # discarded: never shown
+                    if unexplained > _MAX_MISSING_FRACTION * total:
+                        raise VideoDecodeError(
+                            path, f"only {item.decoded} of {total} frames could be decoded"
+                        )
+                    logger.warning(
+                        "%s: decoded %d of %d frames; the last one stands in for the rest",
+                        path, item.decoded, total,
+                    )  # fmt: skip
+                if frames is None:
+                    quarter_turns = _rotation_steps(item.frame)
+                    width = coded_width if coded_width > 0 else item.frame.width
+                    height = coded_height if coded_height > 0 else item.frame.height
+                    if quarter_turns % 2:
+                        width, height = height, width
+                    out_h, out_w = target_size(height, width)
+                    frames = torch.empty((len(indices), 3, out_h, out_w), dtype=torch.uint8)  # [T, 3, h, w]
+                if previous is not None and previous[0] is item.frame:
+                    resized = previous[1]
+                else:
+                    rgb = _to_rgb(item.frame, coded_width, coded_height, quarter_turns)  # [3, H, W]
+                    # The call qwen-vl-utils makes (on uint8 it rounds and clamps back to uint8),
+                    # one frame at a time so that full-resolution frames never pile up.
+                    resized = TF.resize(
+                        rgb,
+                        [frames.shape[2], frames.shape[3]],
+                        interpolation=InterpolationMode.BICUBIC,
+                        antialias=True,
+                    )  # [3, h, w]
+                    previous = (item.frame, resized)
+                for t in slots[item.position]:
+                    frames[t] = resized
+                filled.add(item.position)
+    except av.FFmpegError as e:
+        raise VideoDecodeError(path, f"decoding failed ({e})") from e
+    if frames is None or len(filled) < len(targets):
+        raise VideoDecodeError(path, f"decoded {len(filled)} of {len(targets)} sampled frames")
+    return frames
+
+
 def load_video(
     path: str | os.PathLike[str],
     *,
@@ -523,58 +627,7 @@ def load_video(
     if coded_width > 0 and coded_height > 0:
         target_size(coded_height, coded_width)  # fail fast on extreme aspect ratios
 
-    slots: dict[int, list[int]] = {}  # frame index -> output positions (indices may repeat)
-    for t, i in enumerate(indices):
-        slots.setdefault(i, []).append(t)
-    targets = sorted(slots)
-
-    frames: torch.Tensor | None = None  # [T, 3, h, w] uint8, allocated at the first frame
-    filled: set[int] = set()
-    last: torch.Tensor | None = None  # [3, h, w] last resized frame, to pad a missing tail
-    quarter_turns = 0
-    try:
-        with _torch_single_thread():
-            for pos, frame in _decode_targets(path, index, targets, deadline):
-                deadline.check()
-                if frames is None:
-                    quarter_turns = _rotation_steps(frame)
-                    width = coded_width if coded_width > 0 else frame.width
-                    height = coded_height if coded_height > 0 else frame.height
-                    if quarter_turns % 2:
-                        width, height = height, width
-                    out_h, out_w = target_size(height, width)
-                    frames = torch.empty((nframes, 3, out_h, out_w), dtype=torch.uint8)  # [T, 3, h, w]
-                rgb = _to_rgb(frame, coded_width, coded_height, quarter_turns)  # [3, H, W]
-                # Same call as qwen-vl-utils (on uint8 it rounds and clamps back to uint8), one frame
-                # at a time so that full-resolution frames never pile up.
-                resized = TF.resize(
-                    rgb,
-                    [frames.shape[2], frames.shape[3]],
-                    interpolation=InterpolationMode.BICUBIC,
-                    antialias=True,
-                )  # [3, h, w]
-                for t in slots[pos]:
-                    frames[t] = resized
-                filled.add(pos)
-                last = resized
-    except av.FFmpegError as e:
-        raise VideoDecodeError(path, f"decoding failed ({e})") from e
-
-    missing = [i for i in targets if i not in filled]
-    if missing:
-        if frames is None or last is None:
-            raise VideoDecodeError(path, "no frame could be decoded")
-        tail = total_frames - missing[0]
-        if missing[0] < max(filled) or tail > _MAX_MISSING_FRACTION * total_frames:
-            raise VideoDecodeError(
-                path, f"{len(missing)} sampled frame(s) could not be decoded, first at index {missing[0]}"
-            )
-        logger.warning("%s: last %d frame(s) undecodable; repeating the last decoded frame", path, tail)
-        for i in missing:
-            for t in slots[i]:
-                frames[t] = last
-
-    assert frames is not None
+    frames = _sample_frames(path, index, indices, deadline, (coded_width, coded_height), target_size)
     return VideoClip(
         frames=frames,
         sample_fps=nframes / max(total_frames, 1e-6) * video_fps,

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from museg_lit.rl.kl import KL_ESTIMATORS
+from museg_lit.rl.losses import AGGREGATIONS
+from museg_lit.rl.token_mask import SCOPES
+
 
 @dataclass(frozen=True)
 class AlgoConfig:
     """Loss settings. Defaults are MUSEG's (TRL 0.15 GRPO): k3 KL with beta 0.04, std-scaled
-    advantages (eps 1e-4), sequence-mean aggregation, one update per rollout (ratio == 1)."""
+    advantages (eps 1e-4), sequence-mean aggregation, one update per rollout (ratio == 1).
+
+    ``num_iterations > 1`` reuses each rollout for that many optimizer steps with PPO clipping
+    against the rollout-time log-probs (``epsilon_low`` / ``epsilon_high``). ``beta_time`` (not
+    None) turns on LongVTG-R1's token-aware KL on the tokens chosen by ``token_kl_scope``.
+    ``dynamic_sampling`` / ``mask_truncated`` are DAPO's group filter and overlong masking.
+    """
 
     name: str = "grpo"
     beta: float = 0.04
@@ -19,13 +29,31 @@ class AlgoConfig:
     num_iterations: int = 1
     epsilon_low: float = 0.2
     epsilon_high: float | None = None
+    beta_time: float | None = None
+    token_kl_scope: str = "answer"
+    dynamic_sampling: bool = False
+    max_refill_batches: int = 4
+    mask_truncated: bool = False
     # TRL 0.15 (MUSEG) computes training log-probs without dividing logits by the sampling
     # temperature; later TRL versions divide. False reproduces MUSEG.
     logprobs_at_temperature: bool = False
 
     def __post_init__(self):
-        if self.num_iterations != 1:
-            raise ValueError("algo.num_iterations > 1 is not supported yet (one update per rollout, as MUSEG)")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"algo.kl_estimator={self.kl_estimator!r}; choose one of {sorted(KL_ESTIMATORS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"algo.aggregation={self.aggregation!r}; choose one of {sorted(AGGREGATIONS)}")
+        if self.token_kl_scope not in SCOPES:
+            raise ValueError(f"algo.token_kl_scope={self.token_kl_scope!r}; choose one of {SCOPES}")
+        if self.num_iterations < 1:
+            raise ValueError("algo.num_iterations must be >= 1")
+        if self.beta < 0 or (self.beta_time is not None and self.beta_time < 0):
+            raise ValueError("algo.beta and algo.beta_time must be >= 0")
+
+    @property
+    def needs_reference(self) -> bool:
+        """A reference model is needed only when some token has a KL weight."""
+        return self.beta > 0 or bool(self.beta_time)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,34 @@ def repeat_visual_batch(inputs: dict[str, Tensor], repeats: int) -> dict[str, Te
     return out
 
 
+def select_visual_rows(inputs: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """Keep the rows ``rows`` (bool ``[N]``) of an expanded batch, video patches included."""
+    keep = rows.nonzero().squeeze(1).tolist()
+    out: dict[str, Tensor] = {}
+    for key, value in inputs.items():
+        if key == "pixel_values_videos":
+            sizes = inputs["video_grid_thw"].prod(dim=-1).tolist()
+            chunks = torch.split(value, sizes, dim=0)
+            out[key] = torch.cat([chunks[i] for i in keep], dim=0)  # [sum over kept rows, D]
+        elif isinstance(value, Tensor):
+            out[key] = value[rows]
+        else:
+            out[key] = value
+    return out
+
+
+def select_rollout(rollout: Rollout, rows: Tensor) -> Rollout:
+    """The sub-rollout of rows ``rows`` (bool ``[N]``)."""
+    keep = rows.nonzero().squeeze(1).tolist()
+    return Rollout(
+        select_visual_rows(rollout.prompt_inputs, rows),
+        rollout.completion_ids[rows],
+        rollout.completion_mask[rows],
+        rollout.truncated[rows],
+        [rollout.texts[i] for i in keep],
+    )
+
+
 def completion_mask(completion_ids: Tensor, eos_token_ids: list[int]) -> tuple[Tensor, Tensor]:
     """Mask ``[N, C]`` keeping tokens up to and including the first EOS, and ``truncated`` ``[N]``.
 
