@@ -31,10 +31,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import AddedToken, PreTrainedTokenizerFast, Qwen2TokenizerFast
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -43,6 +46,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "build_tokenizer",
     "default_corpus",
+    "train_bpe",
 ]
 
 # Qwen2's split pattern (transformers/models/qwen2/tokenization_qwen2.py). `\p{N}` on its own
@@ -246,7 +250,7 @@ def default_corpus(n_samples: int = 2000, seed: int = 0) -> Iterator[str]:
         yield f"The video lasts {rng.uniform(5, 300):.1f} seconds and was sampled at {rng.choice((1, 2, 4))} fps."
 
 
-def _train_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a byte-level BPE with Qwen2's pre-tokenizer; return (vocab, merges).
 
     The decoder is irrelevant for training; ``Qwen2TokenizerFast`` installs the ByteLevel decoder
@@ -294,10 +298,13 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2048)
         >>> tok.tokenize("12.50")
         ['1', '2', '.', '5', '0']
     """
+    # Imported here so that corpus generation and BPE training need only `tokenizers`.
+    from transformers import AddedToken, Qwen2TokenizerFast
+
     n_special = len(SPECIAL_TOKENS)
     if vocab_size <= 256 + n_special:
         raise ValueError(f"vocab_size must exceed {256 + n_special} (byte alphabet + special tokens)")
-    vocab, merges = _train_bpe(default_corpus() if corpus is None else corpus, vocab_size - n_special)
+    vocab, merges = train_bpe(default_corpus() if corpus is None else corpus, vocab_size - n_special)
 
     # Declaring the specials through `added_tokens_decoder` (ids right after the BPE vocabulary)
     # makes them be added in Qwen's order; otherwise eos/pad would be added first.
