@@ -11,6 +11,9 @@ frame a decoder returned instead of trusting pixel diffs. Grey blocks survive 4:
 subsampling and ordinary lossy coding (levels are 16 apart, coding error is a few levels); the
 rest of the frame is a colour gradient that moves with the index, so neighbouring frames differ
 everywhere and colour conversion is exercised.
+
+Import this module (PyAV) before ``decord``: decord loads its own FFmpeg 4.1 libraries with
+``RTLD_GLOBAL``, after which PyAV's libvpx encoder fails to open (decoding is unaffected).
 """
 
 from __future__ import annotations

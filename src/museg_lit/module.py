@@ -87,9 +87,8 @@ class GRPOModule(L.LightningModule):
         if self.policy is not None:
             return
         self.processor = load_processor(self.spec)
-        self.policy = load_policy(self.spec).train()  # from_pretrained returns eval mode; checkpointing needs train
-        if self.spec.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # from_pretrained returns eval mode; activation checkpointing (set by load_policy) needs train mode
+        self.policy = load_policy(self.spec).train()
         # no KL weight anywhere -> no reference model in memory at all
         self.reference = load_reference(self.spec) if self.algo.needs_reference else None
         gen = self.policy.generation_config

@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from museg_lit.data.annotations import AnnotationError, LoadReport, load_museg_eval_json, load_museg_jsonl, task_counts
+from museg_lit.data.annotations import (
+    AnnotationError,
+    LoadReport,
+    load_museg_eval_json,
+    load_museg_jsonl,
+    task_counts,
+)
 from museg_lit.data.datamodule import resolve_video
 from museg_lit.data.video import VideoDecodeError
 

@@ -6,7 +6,12 @@ from torch.utils.data import SequentialSampler
 
 from museg_lit.data.datamodule import RepeatedGroupBatchSampler
 from museg_lit.rl.sampling import informative_groups, mask_truncated, rows_of_groups
-from museg_lit.rl.token_mask import per_token_beta, timestamp_mask_from_pieces, timestamp_token_mask, token_pieces
+from museg_lit.rl.token_mask import (
+    per_token_beta,
+    timestamp_mask_from_pieces,
+    timestamp_token_mask,
+    token_pieces,
+)
 
 
 @pytest.fixture(scope="module")

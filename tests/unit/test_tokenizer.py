@@ -49,7 +49,11 @@ def test_special_tokens_are_single_ids_in_qwen_order(tok):
     assert tok.bos_token is None and tok.unk_token is None
     # Specials inside text are matched as wholes, never split by BPE.
     text = "<|vision_start|><|video_pad|><|vision_end|>hi<|im_end|>"
-    assert tok.convert_ids_to_tokens(tok.encode(text)[:3]) == ["<|vision_start|>", "<|video_pad|>", "<|vision_end|>"]
+    assert tok.convert_ids_to_tokens(tok.encode(text)[:3]) == [
+        "<|vision_start|>",
+        "<|video_pad|>",
+        "<|vision_end|>",
+    ]
 
 
 def test_decode_roundtrip_including_unseen_characters(tok):
@@ -75,10 +79,13 @@ def test_chat_template_matches_qwen25vl_rendering(tok):
             ],
         },
     ]
-    assert tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == QWEN25VL_VIDEO_PROMPT
+    assert (
+        tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == QWEN25VL_VIDEO_PROMPT
+    )
     # Without a system turn the default system prompt is inserted: same string.
     assert (
-        tok.apply_chat_template(messages[1:], tokenize=False, add_generation_prompt=True) == QWEN25VL_VIDEO_PROMPT
+        tok.apply_chat_template(messages[1:], tokenize=False, add_generation_prompt=True)
+        == QWEN25VL_VIDEO_PROMPT
     )
 
 

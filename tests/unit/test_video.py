@@ -17,8 +17,6 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared video helpers
-from videos import make_audio_only, make_video, read_pattern_index  # noqa: E402
-
 from museg_lit.data import video as video_mod  # noqa: E402
 from museg_lit.data.video import (  # noqa: E402
     VideoClip,
@@ -30,6 +28,7 @@ from museg_lit.data.video import (  # noqa: E402
     smart_resize,
     video_max_pixels,
 )
+from videos import make_audio_only, make_video, read_pattern_index  # noqa: E402
 
 PATCH = 28 * 28
 NATIVE = {"min_pixels": 112 * 56, "max_pixels": 112 * 56}  # identity resize for 112x56 videos
@@ -296,6 +295,46 @@ def test_stream_copy_cut_counts_discarded_packets_like_decord(tmp_path):
     assert clip.total_frames == 100
     assert clip.frame_indices == [0, 14, 28, 42, 57, 71, 85, 99]
     assert pattern_indices(clip) == [13, 27, 41, 55, 70, 84, 98, 99]
+
+
+def test_falls_back_to_counting_frames_when_pts_do_not_match(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "v.mp4", fps=25, seconds=2, size=(112, 56), bframes=2)
+
+    def desync(*args, **kwargs):
+        raise video_mod._Desync("simulated")
+        yield  # a generator, like the real strategy
+
+    monkeypatch.setattr(video_mod, "_frames_by_pts", desync)
+    clip = load_video(path, **NATIVE)
+    assert pattern_indices(clip) == clip.frame_indices == [0, 16, 33, 49]
+
+
+def _decoder_stopping_after(monkeypatch, n_frames: int) -> None:
+    """Make the decoder output only the first `n_frames` frames, like a damaged tail."""
+    original = video_mod._decoded_frames
+
+    def stopping(*args, **kwargs):
+        for i, frame in enumerate(original(*args, **kwargs)):
+            if i == n_frames:
+                return
+            yield frame
+
+    monkeypatch.setattr(video_mod, "_decoded_frames", stopping)
+
+
+def test_short_damaged_tail_repeats_the_last_decoded_frame(tmp_path, monkeypatch):
+    # 50 frames, sampled at [0, 16, 33, 49]; frames 45..49 never come out of the decoder
+    # (5 of 50, within the 25 % decord-style allowance): index 49 shows frame 44.
+    path = make_video(tmp_path / "v.mp4", fps=25, seconds=2, size=(112, 56))
+    _decoder_stopping_after(monkeypatch, 45)
+    assert pattern_indices(load_video(path, **NATIVE)) == [0, 16, 33, 44]
+
+
+def test_long_damaged_tail_is_rejected(tmp_path, monkeypatch):
+    # Only 10 of 50 frames decode: 40 missing > 25 % of 50.
+    path = make_video(tmp_path / "v.mp4", fps=25, seconds=2, size=(112, 56))
+    _decoder_stopping_after(monkeypatch, 10)
+    assert_decode_error(path, "only 10 of 50 frames")
 
 
 def test_streaming_converts_only_sampled_frames(tmp_path, monkeypatch):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from collections.abc import Iterator
 
 import lightning as L
 import torch

@@ -20,13 +20,15 @@ Where this module departs from qwen-vl-utils:
 - It decodes with PyAV (FFmpeg 8) instead of decord (which bundles FFmpeg 4.1), and *streams*:
   only sampled frames are converted to RGB, each is resized as soon as it is decoded, and the
   decoder seeks to the keyframe of the next sampled frame when that skips enough frames. Peak
-  memory is the sampled, resized clip plus one frame, where qwen-vl-utils holds every sampled
-  frame at full resolution and then resizes the batch.
+  memory is the sampled, resized clip plus one full-size frame (and a packet index of a few
+  dozen bytes per frame), where qwen-vl-utils holds every sampled frame at full resolution and
+  then resizes the batch. torch runs single-threaded while frames are decoded (see
+  ``_torch_single_thread``), so its OpenMP workers do not starve FFmpeg's decoder threads.
 - Frames are uint8 ``[T, 3, H, W]``. qwen-vl-utils resizes the same uint8 tensor with the same
   torchvision call and then casts to float32, so values are equal after ``.float()``. RGB
   conversion is bit-identical to decord's except for 4:2:0 video of *odd height*, which FFmpeg
-  4.1 and 8 convert through differently rounded chroma filters (mean abs diff below 1 / 255 after
-  resizing on our test patterns; odd widths are exact).
+  4.1 and 8 convert through differently rounded chroma filters (mean abs diff 0.5 to 1.1 on the
+  0..255 scale after resizing, on our test patterns; odd widths are exact).
 - Frame ``i`` is always the frame with the ``i``-th smallest pts, also where decord's seeking
   returns another one: MPEG-4 Part 2 with B-frames (decord lands several frames early after a
   seek) and mp4 edit lists from stream-copy cuts. For the latter (packets flagged "discard",
@@ -384,7 +386,10 @@ def _frames_by_pts(
             if seek_ts is not None:
                 # backward=True lands on the keyframe at or before seek_ts; mp4 seeks by dts,
                 # hence seeking to the keyframe's dts, which is never after its pts.
-                container.seek(seek_ts, stream=stream, backward=True)
+                try:
+                    container.seek(seek_ts, stream=stream, backward=True)
+                except av.FFmpegError as e:
+                    raise _Desync(f"seek to {seek_ts} failed ({e})") from e
             for frame in _decoded_frames(container, stream, deadline):
                 pos = position.get(frame.pts)
                 if pos is None:

@@ -45,7 +45,7 @@ DTYPES: dict[str, torch.dtype] = {
 
 # Bump when the tiny model's recipe (tokenizer corpus, sizes, init) changes, so that the default
 # cache directory of an older build is not reused.
-_TINY_RECIPE_VERSION = 1
+_TINY_RECIPE_VERSION = 2
 
 
 @dataclass
@@ -147,7 +147,12 @@ def load_policy(spec: ModelSpec) -> Qwen2_5_VLForConditionalGeneration:
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (e.g. a frozen vision tower) and
         # with torch.compile; the reentrant variant would silently drop their gradients.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # (`activation_checkpointing_enable` is the transformers >= 5.2x name of
+        # `gradient_checkpointing_enable`, which is deprecated.)
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec.freeze_vision:
         model.model.visual.requires_grad_(False)
     return model

@@ -10,7 +10,7 @@ therefore runs unchanged on a laptop or CI; only the sizes differ.
 Departures from Qwen's released checkpoints (on purpose):
 
 * sizes: text hidden 128 / 2 layers / 4 heads / 2 kv heads / MLP 256; vision hidden 64 / depth 2 /
-  2 heads / MLP 128 (about 0.8M parameters instead of 3-7B); ``mrope_section`` (4, 6, 6) keeps
+  2 heads / MLP 128 (676,288 parameters instead of 3-7B); ``mrope_section`` (4, 6, 6) keeps
   Qwen's 16:24:24 split of the rotary half-dimension (head_dim 32 -> 16). Vision-side geometry is
   Qwen's: patch 14, temporal patch 2, spatial merge 2, window 112, last block full attention,
   ``tokens_per_second`` 2, and out_hidden_size = text hidden.
@@ -67,20 +67,20 @@ MAX_PIXELS = 16384 * 28 * 28
 
 TINY_DEFAULTS: dict[str, Any] = {
     # language model
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 3,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "mrope_section": (4, 6, 6),  # sums to head_dim / 2 = 128 / 4 / 2 = 16
+    "mrope_section": (8, 12, 12),  # sums to head_dim / 2 = 256 / 4 / 2 = 32
     "rope_theta": 1_000_000.0,
     "max_position_embeddings": 32768,
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": True,
     # vision tower
     "vision_depth": 2,
-    "vision_hidden_size": 64,
-    "vision_intermediate_size": 128,
+    "vision_hidden_size": 128,
+    "vision_intermediate_size": 256,
     "vision_num_heads": 2,
     "vision_window_size": 112,
     "vision_fullatt_block_indexes": (1,),
@@ -263,6 +263,7 @@ def build_tiny_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     # The temporary directory lives next to `out` so that os.replace is a same-filesystem rename.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the checkpoint may live in a shared cache
     try:
         _write(tmp, seed, sizes)
         if overwrite and out.exists():
