@@ -36,7 +36,7 @@ def _overrides(tmp_path, synthetic_data, tiny_checkpoint, *extra):
     return [
         f"paths.root_dir={tmp_path}",
         f"model.path={tiny_checkpoint}",
-        f"data.train_file={synthetic_data}/train.jsonl",
+        f"data.annotation_file={synthetic_data}/train.jsonl",
         f"data.video_root={synthetic_data}",
         "data.synthetic=null",
         "logger=none",
@@ -110,7 +110,7 @@ def test_broken_video_is_skipped_and_counted(tmp_path, synthetic_data, tiny_chec
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
     cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "trainer.max_steps=4", "data.shuffle=false",
                              "data.batch_size=1", "rollout.max_new_tokens=8", "rollout.num_generations=2",
-                             f"data.train_file={tmp_path}/train.jsonl", f"data.video_root={tmp_path}/vids"))
+                             f"data.annotation_file={tmp_path}/train.jsonl", f"data.video_root={tmp_path}/vids"))
     run = _run(cfg, length_variance_reward)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.module.skipped_total == 2

@@ -55,7 +55,7 @@ def test_museg_recipe_values(experiment, template, rewards, tmp_path):
     assert (f.fps, f.max_frames, f.min_pixels, f.total_pixels) == (2.0, 448, 16 * 28 * 28, 3584 * 28 * 28)
     assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (1, 2, 1)
     assert cfg.trainer.precision == "bf16-mixed" and cfg.model.gradient_checkpointing
-    assert Path(cfg.data.train_file).name == f"stage_{experiment[-1]}.jsonl"
+    assert Path(cfg.data.annotation_file).name == f"stage_{experiment[-1]}.jsonl"
 
 
 def test_typo_in_override_is_an_error():

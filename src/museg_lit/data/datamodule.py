@@ -149,14 +149,14 @@ class RepeatedGroupBatchSampler(Sampler[list[int]]):
 class GroundingDataModule(L.LightningDataModule):
     """Training (and optional validation) batches of grounding prompts.
 
-    ``train_file``: MUSEG-schema ``.jsonl`` (or evaluation ``.json``); with ``synthetic`` set and the
+    ``annotation_file``: MUSEG-schema ``.jsonl`` (or evaluation ``.json``); with ``synthetic`` set and the
     file missing, :func:`generate_synthetic_dataset` writes it first (once, on local rank 0).
     ``processor`` is attached by the entry point (it belongs to the model).
     """
 
     def __init__(
         self,
-        train_file: str,
+        annotation_file: str,
         video_root: str,
         template: str = "frame_selection_thinking",
         frames: FrameSpec | None = None,
@@ -175,7 +175,7 @@ class GroundingDataModule(L.LightningDataModule):
         super().__init__()
         if on_error not in ("skip", "raise"):
             raise ValueError(f"data.on_error must be 'skip' or 'raise', got {on_error!r}")
-        self.train_file, self.video_root, self.template = train_file, video_root, template
+        self.annotation_file, self.video_root, self.template = annotation_file, video_root, template
         self.frames = frames or FrameSpec()
         self.batch_size, self.num_workers, self.on_error = batch_size, num_workers, on_error
         self.segment_policy, self.shuffle, self.max_samples = segment_policy, shuffle, max_samples
@@ -185,17 +185,17 @@ class GroundingDataModule(L.LightningDataModule):
         self.train_set: GroundingDataset | None = None
 
     def prepare_data(self) -> None:
-        if self.synthetic is not None and not Path(self.train_file).exists():
+        if self.synthetic is not None and not Path(self.annotation_file).exists():
             generate_synthetic_dataset(self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        samples = load_annotations(self.train_file, segment_policy=self.segment_policy, report=self.report)
+        samples = load_annotations(self.annotation_file, segment_policy=self.segment_policy, report=self.report)
         if self.max_samples is not None:
             samples = samples[: self.max_samples]
         if not samples:
-            raise ValueError(f"{self.train_file}: no usable samples")
+            raise ValueError(f"{self.annotation_file}: no usable samples")
         self.train_set = GroundingDataset(samples, self.video_root, self.frames, self.on_error)
 
     def train_dataloader(self) -> DataLoader:
