@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from museg_lit.models.factory import ModelSpec, load_policy, load_processor, load_reference
+from museg_lit.models.lora import reference_context
 from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
 from museg_lit.rl.advantages import group_advantages
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
@@ -89,8 +90,9 @@ class GRPOModule(L.LightningModule):
         self.processor = load_processor(self.spec)
         # from_pretrained returns eval mode; activation checkpointing (set by load_policy) needs train mode
         self.policy = load_policy(self.spec).train()
-        # no KL weight anywhere -> no reference model in memory at all
-        self.reference = load_reference(self.spec) if self.algo.needs_reference else None
+        # no KL weight anywhere -> no reference model in memory at all; with LoRA the reference is
+        # the policy with its adapter disabled (no second copy either)
+        self.reference = load_reference(self.spec) if self.algo.needs_reference and not self.spec.uses_lora else None
         gen = self.policy.generation_config
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         self.eos_token_ids = [int(e) for e in eos if e is not None]
@@ -155,9 +157,13 @@ class GRPOModule(L.LightningModule):
                                       self.algo.token_kl_scope)  # [N, C]
             beta = per_token_beta(ts, self.algo.beta, self.algo.beta_time).to(self.device)
         ref_logp = old_logp = None
-        if self.reference is not None:
+        if self.algo.needs_reference:
             with self._timed("ref_logp_s", timings), torch.no_grad():
-                ref_logp = self._logprobs(self.reference, ro)
+                if self.reference is not None:
+                    ref_logp = self._logprobs(self.reference, ro)
+                else:  # LoRA: the base weights are the reference
+                    with reference_context(self.policy):
+                        ref_logp = self._logprobs(self.policy, ro)
         if self.algo.num_iterations > 1:
             with self._timed("old_logp_s", timings), torch.no_grad():
                 old_logp = self._logprobs(self.policy, ro)

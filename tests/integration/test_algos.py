@@ -61,3 +61,28 @@ def test_dapo_refills_zero_variance_groups(tmp_path, synthetic_data, tiny_checkp
                           "trainer.max_steps=1", reward=lambda c, s, **k: [1.0] * len(c))
     assert scored == 1 + 2
     assert run.trainer.callback_metrics["train/refill_batches"] == 2.0
+
+
+@pytest.mark.parametrize("freeze_vision", [True, False])
+def test_lora_trains_adapters_only_and_reference_is_the_base(freeze_vision, tmp_path, synthetic_data, tiny_checkpoint):
+    run, changed, _ = _fit(tmp_path, synthetic_data, tiny_checkpoint, "model.lora.enabled=true", "model.lora.r=4",
+                           "model.lora.alpha=8", f"model.freeze_vision={freeze_vision}", "trainer.max_steps=2")
+    policy = run.module.policy
+    assert run.module.reference is None  # no second copy of the weights
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("visual" in n for n in trainable) != freeze_vision
+    assert changed == len(trainable)  # exactly the adapter weights moved
+    # after training the adapter changes the output; disabled, the output is the base model's
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from museg_lit.models.lora import reference_context
+
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_checkpoint, local_files_only=True).eval()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    policy.eval()
+    with torch.no_grad(), reference_context(policy):
+        ref_logits = policy(input_ids=ids).logits
+    with torch.no_grad():
+        assert torch.allclose(ref_logits, base(input_ids=ids).logits, atol=1e-5)
+        assert not torch.allclose(policy(input_ids=ids).logits, ref_logits, atol=1e-5)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
+from museg_lit.models.lora import LoraSpec, apply_lora
 from museg_lit.models.tiny import TINY_DEFAULTS, build_tiny_checkpoint
 
 __all__ = [
@@ -62,6 +63,8 @@ class ModelSpec:
         gradient_checkpointing: enable non-reentrant activation checkpointing on the policy.
         freeze_vision: freeze the vision tower (patch embed, blocks, merger) of the policy.
         seed: weight-initialisation seed of the tiny model (ignored for real checkpoints).
+        lora: LoRA adapter settings (``lora.enabled=true``); the reference is then the policy
+            with the adapter disabled, and :func:`load_reference` is not used.
     """
 
     name: str
@@ -72,6 +75,11 @@ class ModelSpec:
     gradient_checkpointing: bool = False
     freeze_vision: bool = False
     seed: int = 0
+    lora: LoraSpec | None = None
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora is not None and self.lora.enabled
 
 
 def default_tiny_dir(seed: int = 0) -> Path:
@@ -155,6 +163,8 @@ def load_policy(spec: ModelSpec) -> Qwen2_5_VLForConditionalGeneration:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec.freeze_vision:
         model.model.visual.requires_grad_(False)
+    if spec.uses_lora:
+        model = apply_lora(model, spec.lora, train_vision=not spec.freeze_vision)
     return model
 
 
