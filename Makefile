@@ -47,3 +47,38 @@ data: ## download MUSEG's annotation files into data/museg (videos: see README)
 
 clean: ## remove caches and generated data (keeps logs/)
 	rm -rf .cache data/synthetic .pytest_cache .ruff_cache
+
+# ---- evaluation (MUSEG's protocol; README "Evaluation"). MODEL=tiny | a local checkpoint dir;
+# VIDEO_ROOT=folder holding charades/, thumos14/, ... (default data/museg/videos); EVAL_ARGS=extra overrides.
+# Rerunning a target resumes an interrupted evaluation (predictions in logs/eval/<set>/<model folder>).
+# MODEL_CFG: the model config of a checkpoint dir (3B if its name says so; same settings otherwise).
+VIDEO_ROOT ?=
+EVAL_ARGS ?=
+EVAL_CKPT = $(or $(MODEL),tiny)
+MODEL_CFG ?= $(if $(findstring 3B,$(EVAL_CKPT))$(findstring 3b,$(EVAL_CKPT)),qwen2_5_vl_3b,qwen2_5_vl_7b)
+EVAL_MODEL = $(if $(filter tiny,$(EVAL_CKPT)),model=tiny name=tiny,model=$(MODEL_CFG) model.path=$(abspath $(EVAL_CKPT)) name=$(notdir $(abspath $(EVAL_CKPT))))
+EVAL = $(PYTHON) -m museg_lit.eval $(EVAL_MODEL) $(if $(VIDEO_ROOT),data.video_root=$(abspath $(VIDEO_ROOT)))
+.PHONY: eval-charades eval-thumos14 eval-thumos15 eval-perception-test eval-etbench eval-etbench-subset
+
+eval-charades: ## Charades-STA m_iou (MUSEG-7B 59.7); MODEL=DIR|tiny VIDEO_ROOT=DIR
+	$(EVAL) data=charades_sta task=tvg $(EVAL_ARGS)
+
+eval-thumos14: ## THUMOS14 mean_f1_multi (MUSEG-7B 29.7); MODEL=DIR|tiny VIDEO_ROOT=DIR
+	$(EVAL) data=thumos14 task=tal $(EVAL_ARGS)
+
+eval-thumos15: ## THUMOS15 mean_f1_multi (MUSEG-7B 29.3); MODEL=DIR|tiny VIDEO_ROOT=DIR
+	$(EVAL) data=thumos15 task=tal $(EVAL_ARGS)
+
+eval-perception-test: ## Perception Test mean_f1_multi (MUSEG-7B 31.7); MODEL=DIR|tiny VIDEO_ROOT=DIR
+	$(EVAL) data=perception_test task=tal $(EVAL_ARGS)
+
+eval-etbench: ## E.T. Bench grounding tasks (captioning/option tasks not yet supported); MODEL= VIDEO_ROOT=
+	$(EVAL) data=et_bench $(EVAL_ARGS)
+
+eval-etbench-subset: ## E.T. Bench 470-sample subset (MUSEG's subset.json), grounding tasks; MODEL= VIDEO_ROOT=
+	$(EVAL) data=et_bench_subset $(EVAL_ARGS)
+
+# ---- benchmarks
+.PHONY: bench-decode
+bench-decode: ## decode benchmark: load_video vs qwen-vl-utils (decord) vs ffmpeg; writes experiments/results/bench_decode.{md,json}
+	$(PYTHON) experiments/bench_decode.py $(BENCH_ARGS)

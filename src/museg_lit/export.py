@@ -4,10 +4,16 @@ The export is what stage 2 starts from (``+experiment=stage2 model.path=<export>
 evaluation runner loads. It is written to a temporary sibling directory and renamed into place, so
 a crash mid-write never leaves a half-written directory under the final name. A LoRA policy is
 merged into its base weights (``merge_lora=True``) or saved as an adapter directory.
+
+Three ways in: :class:`ExportCallback` (the final policy, ``<run dir>/export``), the checkpoint
+callback's ``export_hf=true`` (each kept checkpoint, :mod:`museg_lit.checkpointing`), and
+:func:`export_checkpoint` (any saved Lightning checkpoint, after the fact). Under a sharded strategy
+(FSDP2) every rank takes part in gathering the full weights and rank 0 writes them.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -16,17 +22,28 @@ from pathlib import Path
 import lightning as L
 import torch
 
+POLICY_PREFIX = "policy."  # GRPOModule keeps the policy as `self.policy`
 
-def export_hf(policy: torch.nn.Module, processor, out_dir: str | Path, *, merge_lora: bool = True) -> Path:
-    """Write ``policy`` (+ generation config) and ``processor`` to ``out_dir`` atomically."""
+
+def export_hf(policy: torch.nn.Module, processor, out_dir: str | Path, *, merge_lora: bool = True,
+              state_dict: dict | None = None) -> Path:
+    """Write ``policy`` (+ generation config) and ``processor`` to ``out_dir`` atomically.
+
+    ``state_dict``: full weights to write instead of ``policy.state_dict()`` (gathered from shards).
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # an earlier export that a kill interrupted
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the export is shared like any directory
     try:
         model = policy
         if merge_lora and hasattr(policy, "merge_and_unload"):  # peft model
             model = _merged_copy(policy)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         processor.save_pretrained(tmp)
         if out.exists():
             shutil.rmtree(out)
@@ -39,17 +56,63 @@ def export_hf(policy: torch.nn.Module, processor, out_dir: str | Path, *, merge_
 
 def _merged_copy(peft_model: torch.nn.Module) -> torch.nn.Module:
     """Merge LoRA weights without touching the training model (merge a deep copy)."""
-    import copy
-
     return copy.deepcopy(peft_model).merge_and_unload()
 
 
+def _is_sharded(module: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def gathered_state_dict(policy: torch.nn.Module) -> dict | None:
+    """Full (unsharded) CPU weights of an FSDP2-sharded ``policy``; ``None`` for a plain module.
+
+    A collective when sharded: call it on every rank (only rank 0 receives the tensors).
+    """
+    if not _is_sharded(policy):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def export_module(pl_module, out_dir: str | Path, *, merge_lora: bool = True, is_global_zero: bool = True) -> None:
+    """Export ``pl_module.policy`` with its processor; call on every rank (gathers shards first)."""
+    state_dict = gathered_state_dict(pl_module.policy)
+    if is_global_zero:
+        if state_dict is not None and merge_lora and hasattr(pl_module.policy, "merge_and_unload"):
+            raise NotImplementedError("merging LoRA adapters of a sharded policy is not supported")
+        export_hf(pl_module.policy, pl_module.processor, out_dir, merge_lora=merge_lora, state_dict=state_dict)
+
+
+def export_checkpoint(ckpt_path: str | Path, spec, out_dir: str | Path, *, merge_lora: bool = True) -> Path:
+    """Export the policy of a saved Lightning checkpoint (one file) as a Hugging Face directory.
+
+    ``spec``: the run's :class:`~museg_lit.models.factory.ModelSpec` (``instantiate(cfg.model)``);
+    its weights are replaced by the checkpoint's. Example: ``export_checkpoint(
+    "logs/train/runs/default/checkpoints/step_00000024.ckpt", instantiate(cfg.model), "out/step24")``.
+    """
+    from museg_lit.models.factory import load_policy, load_processor
+
+    ckpt_path = Path(ckpt_path)
+    if ckpt_path.is_dir():
+        raise NotImplementedError(f"{ckpt_path} is a sharded checkpoint directory: export it from the running "
+                                  "job with the checkpoint callback's export_hf=true")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    policy = load_policy(spec)
+    weights = {k.removeprefix(POLICY_PREFIX): v for k, v in checkpoint["state_dict"].items()
+               if k.startswith(POLICY_PREFIX)}
+    policy.load_state_dict(weights, strict=True)
+    return export_hf(policy, load_processor(spec), out_dir, merge_lora=merge_lora)
+
+
 class ExportCallback(L.Callback):
-    """At the end of training, export the policy to ``dirpath`` (rank 0 only)."""
+    """At the end of training, export the policy to ``dirpath`` (all ranks gather; rank 0 writes)."""
 
     def __init__(self, dirpath: str, merge_lora: bool = True):
         self.dirpath, self.merge_lora = dirpath, merge_lora
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            export_hf(pl_module.policy, pl_module.processor, self.dirpath, merge_lora=self.merge_lora)
+        export_module(pl_module, self.dirpath, merge_lora=self.merge_lora, is_global_zero=trainer.is_global_zero)
+        trainer.strategy.barrier("ExportCallback")

@@ -10,12 +10,20 @@ rollout and reuses it for that many steps (the data module repeats each group of
 clipping against the rollout-time log-probs; DAPO's dynamic sampling drops zero-variance groups and
 refills from further batches; token-aware KL gives timestamp tokens their own beta.
 
+Multi-process (``trainer=fsdp``, :mod:`museg_lit.distributed`): ``configure_model`` shards policy
+and reference with FSDP2 (``fully_shard`` per decoder layer and vision block, then the root); the
+policy is unsharded once per rollout so that decoding issues no collective and ranks may finish at
+different lengths; every other forward (log-probs) runs the same number of times on every rank. A
+prompt's G completions live on one rank, or — with ``generation_split=k`` — on k ranks that
+all-gather their rewards before normalising, so the advantages equal the 1-rank computation.
+
 Departures from MUSEG's TRL-0.15 trainer: generation runs in the training process with HF
 ``generate`` (MUSEG used a separate vLLM GPU); everything else follows the recipe in DESIGN.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,11 +33,18 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributed.device_mesh import DeviceMesh
 
+from museg_lit.distributed.ranks import RankGroup, all_ranks_agree, gathered_group_advantages, mesh_groups
+from museg_lit.distributed.sharding import (
+    ShardingConfig,
+    cast_parameters,
+    shard_model,
+    unshard_for_generation,
+)
 from museg_lit.models.factory import ModelSpec, load_policy, load_processor, load_reference
 from museg_lit.models.lora import reference_context
 from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
-from museg_lit.rl.advantages import group_advantages
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
 from museg_lit.rl.logprobs import completion_logprobs
 from museg_lit.rl.losses import policy_loss
@@ -82,6 +97,13 @@ class GRPOModule(L.LightningModule):
         self.refill_batches: Iterator | None = None  # DAPO refills; set by the data module hook below
         self._cache: dict[tuple, tuple[list[ScoredRollout], int]] = {}
         self._update_started: float | None = None
+        self.sharded = False  # set by configure_model under a model-parallel strategy (FSDP2)
+        self.rank_group = RankGroup()  # ranks sharing each prompt (generation_split); 1 rank by default
+
+    @property
+    def generations_per_rank(self) -> int:
+        """Completions of each prompt generated on this rank: ``G / generation_split``."""
+        return self.rollout_cfg.num_generations // self.rank_group.size
 
     # ---- model construction (Lightning calls this once, also under sharded strategies) ----
     def configure_model(self) -> None:
@@ -93,6 +115,8 @@ class GRPOModule(L.LightningModule):
         # no KL weight anywhere -> no reference model in memory at all; with LoRA the reference is
         # the policy with its adapter disabled (no second copy either)
         self.reference = load_reference(self.spec) if self.algo.needs_reference and not self.spec.uses_lora else None
+        if self.device_mesh is not None:  # set by Lightning's ModelParallelStrategy (trainer=fsdp)
+            self._shard(self.device_mesh)
         gen = self.policy.generation_config
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
         self.eos_token_ids = [int(e) for e in eos if e is not None]
@@ -100,6 +124,41 @@ class GRPOModule(L.LightningModule):
         self.pad_token_id = int(tok.pad_token_id)
         vision_tokens = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
         self.suppress_token_ids = [tok.convert_tokens_to_ids(t) for t in vision_tokens if t in tok.get_vocab()]
+
+    def _sharding_config(self, mesh: DeviceMesh) -> ShardingConfig:
+        # FSDP2Strategy carries the settings; a bare ModelParallelStrategy gets the defaults
+        # (bf16 compute on GPU, fp32 on CPU where bf16 matmuls are slow and gloo is the backend)
+        cfg = getattr(self._trainer.strategy, "sharding", None) if self._trainer is not None else None
+        return cfg or ShardingConfig(param_dtype="bfloat16" if mesh.device_type == "cuda" else None)
+
+    def _shard(self, mesh: DeviceMesh) -> None:
+        """FSDP2 on policy and reference (see :mod:`museg_lit.distributed.sharding`)."""
+        cfg = self._sharding_config(mesh)
+        if self.algo.dynamic_sampling and mesh.size() > 1:
+            raise NotImplementedError(
+                "algo.dynamic_sampling (DAPO refills) with more than one rank is not supported yet: each rank would "
+                "refill a different number of batches, and under FSDP every extra forward is a collective the other "
+                "ranks never join (deadlock); use algo.dynamic_sampling=false or one device"
+            )
+        if self.rollout_cfg.num_generations % cfg.generation_split:
+            raise ValueError(f"rollout.num_generations={self.rollout_cfg.num_generations} is not divisible by "
+                             f"generation_split={cfg.generation_split}")
+        fsdp_mesh, self.rank_group = mesh_groups(mesh, cfg.generation_split)
+        mp_policy = cfg.mp_policy()
+        # fp32 master weights under mixed precision: the optimizer must not update bf16 weights
+        # (an lr of 1.5e-6 is below bf16's resolution for weights of magnitude ~1e-2).
+        # LoRA: the peft wrapper is sharded like the bare model (adapters live inside the blocks and
+        # are gathered with them); the reference is the policy with its adapter disabled, which
+        # changes no parameter, so every rank still runs the same collectives.
+        cast_parameters(self.policy, cfg.policy_dtype)
+        shard_model(self.policy, fsdp_mesh, mp_policy=mp_policy, reshard_after_forward=cfg.reshard_after_forward,
+                    activation_checkpointing=self.spec.gradient_checkpointing)
+        if self.reference is not None:
+            # no optimizer state and no grad: store it in the compute dtype, no activation checkpointing
+            cast_parameters(self.reference, cfg.reference_dtype)
+            shard_model(self.reference, fsdp_mesh, mp_policy=mp_policy,
+                        reshard_after_forward=cfg.reshard_after_forward, frozen=True)
+        self.sharded = True
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -126,6 +185,22 @@ class GRPOModule(L.LightningModule):
         yield
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
+    @contextmanager
+    def _sampling_rng(self, samples: list):
+        """Ranks that share prompts (``generation_split > 1``) must sample *different* completions,
+        but Lightning seeds every rank alike. Inside, the RNG is seeded from (initial seed, step,
+        prompts, rank in group) and restored afterwards: different per rank, reproducible on resume,
+        and the training RNG stream is left untouched. A no-op with one rank per prompt."""
+        if self.rank_group.size == 1:
+            yield
+            return
+        key = f"{torch.initial_seed()}/{self.global_step}/{[s.idx for s in samples]}/{self.rank_group.rank}"
+        seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else [], device_type="cuda"):
+            torch.manual_seed(seed)
+            yield
+
     # ---- rollout and scoring ----
     def _logprobs(self, model, ro: Rollout) -> Tensor:
         temperature = self.rollout_cfg.temperature if self.algo.logprobs_at_temperature else 1.0
@@ -133,23 +208,28 @@ class GRPOModule(L.LightningModule):
                                    temperature=temperature)  # [N, C]
 
     def _score(self, batch: dict, timings: dict) -> ScoredRollout:
-        G, samples = self.rollout_cfg.num_generations, batch["samples"]
-        with self._timed("generate_s", timings):
+        # g = G / generation_split completions per prompt on this rank (all G when groups live on one rank)
+        g, samples = self.generations_per_rank, batch["samples"]
+        # under FSDP: gather the weights once, decode with no collective (ranks may stop at different
+        # lengths), reshard; HF's synced_gpus lock-step is then unnecessary
+        with self._timed("generate_s", timings), unshard_for_generation(self.policy), self._sampling_rng(samples):
             ro = generate_rollout(
-                self.policy, self.processor.tokenizer, batch["inputs"], num_generations=G,
+                self.policy, self.processor.tokenizer, batch["inputs"], num_generations=g,
                 max_new_tokens=self.rollout_cfg.max_new_tokens, temperature=self.rollout_cfg.temperature,
                 top_p=self.rollout_cfg.top_p, top_k=self.rollout_cfg.top_k,
                 eos_token_ids=self.eos_token_ids, pad_token_id=self.pad_token_id,
-                suppress_token_ids=self.suppress_token_ids,
+                suppress_token_ids=self.suppress_token_ids, synced_gpus=False if self.sharded else None,
             )
         with self._timed("reward_s", timings):
-            solution = [s.solution for s in samples for _ in range(G)]
+            solution = [s.solution for s in samples for _ in range(g)]
             columns: dict[str, list] = {}
             for s in samples:
                 for key, value in s.columns().items():
-                    columns.setdefault(key, []).extend([value] * G)
+                    columns.setdefault(key, []).extend([value] * g)
             rewards = self.reward.compute(self.global_step, ro.texts, solution, **columns)
-            stats = group_advantages(rewards.total, G, scale=self.algo.scale_rewards, eps=self.algo.advantage_eps)
+            # groups split over ranks gather their rewards first: the same advantages as on one rank
+            stats = gathered_group_advantages(rewards.total, g, self.rank_group, scale=self.algo.scale_rewards,
+                                              eps=self.algo.advantage_eps, device=self.device)
         mask = mask_truncated(ro.completion_mask, ro.truncated) if self.algo.mask_truncated else ro.completion_mask
         beta: Tensor | float = self.algo.beta
         if self.algo.beta_time is not None:
@@ -177,7 +257,7 @@ class GRPOModule(L.LightningModule):
             return scored
         if not bool(keep_groups.any()):
             return None
-        rows = rows_of_groups(keep_groups, self.rollout_cfg.num_generations)  # [N]
+        rows = rows_of_groups(keep_groups, self.generations_per_rank)  # [N]
         dev_rows = rows.to(self.device)
         pick = lambda t: None if t is None else t[dev_rows]  # noqa: E731
         total = scored.rewards.total[rows]
@@ -224,7 +304,9 @@ class GRPOModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         self.skipped_total += len(batch["skipped"])
         self.log("data/skipped", float(self.skipped_total), on_step=True, batch_size=1)
-        if batch["inputs"] is None:  # every video of this batch failed to decode: no step
+        # every video of this batch failed to decode: no step. Under FSDP all ranks must run the same
+        # forwards and backward, so one rank with nothing to train makes every rank skip the step
+        if not all_ranks_agree(batch["inputs"] is not None, self.device):
             return None
         timings = {"decode_s": batch["decode_s"]}
         chunks = self._rollouts(batch, timings)
@@ -265,7 +347,7 @@ class GRPOModule(L.LightningModule):
             metrics[f"train/reward/{name}"] = torch.cat([c.rewards.per_function[name] for c in chunks]).mean()
         metrics.update({f"time/{k}": v for k, v in timings.items()})
         self.log_dict(metrics, on_step=True, batch_size=len(total))
-        first, G = chunks[0], self.rollout_cfg.num_generations
+        first, G = chunks[0], self.generations_per_rank
         self.last_completions = [
             {"step": self.global_step, "idx": first.samples[i // G].idx, "completion": first.rollout.texts[i],
              "solution": str(first.samples[i // G].solution), "reward": float(first.rewards.total[i]),

@@ -1,7 +1,9 @@
 """Training entry point: ``python -m museg_lit.train [+experiment=stage1] [overrides]``.
 
-Composes ``conf/train.yaml``, builds the run (:mod:`museg_lit.builders`), logs the composed config to
-MLflow and fits. Returns the tracked metric (``tracked_metric``) for Hydra sweepers.
+Composes ``conf/train.yaml``, builds the run (:mod:`museg_lit.builders`), starts MLflow tracking
+(:mod:`museg_lit.tracking`) and fits, continuing from the newest complete checkpoint of the run
+directory when there is one: the same command restarted after a crash resumes
+(:mod:`museg_lit.checkpointing`). Returns the tracked metric (``tracked_metric``) for Hydra sweepers.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from museg_lit.builders import build_training
+from museg_lit.checkpointing import ResumeError, register_resolvers
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.tracking import log_run_config
+from museg_lit.tracking import start_tracking
 
 # the frozen reference model is deliberately in eval mode; the module moves batches itself on purpose
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device`")
+# conf/hydra/launcher/submitit_local.yaml shares its name with the plugin's schema, which validates it
+warnings.filterwarnings("ignore", message=r"'hydra/launcher/submitit_local' is validated against ConfigStore schema")
+register_resolvers()  # hydra.run.dir (conf/train.yaml) names the run directory with it
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
@@ -27,11 +33,12 @@ def main(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     try:
         run = build_training(cfg)
-    except (FileNotFoundError, AnnotationError) as exc:  # user errors: one line, no traceback
+    except (FileNotFoundError, AnnotationError, ResumeError) as exc:  # user errors: one line, no traceback
         raise SystemExit(f"error: {exc}") from None
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
-    log_run_config(run.trainer.loggers, cfg, overrides)
-    run.trainer.fit(run.module, datamodule=run.datamodule)
+    start_tracking(run.trainer.loggers, cfg, run_dir=cfg.paths.output_dir, overrides=overrides,
+                   resumed_from=run.ckpt_path)
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
     value = run.trainer.callback_metrics.get(cfg.tracked_metric)
     return None if value is None else float(value)
 

@@ -1,14 +1,29 @@
-"""Annotation formats, normalised to one sample type.
+"""Annotation formats, normalised to one sample type (:class:`GroundingSample`).
 
 * MUSEG training JSONL (``stage_1.jsonl`` / ``stage_2.jsonl``): one object per line with
   ``idx, problem, solution, video, duration (optional), task``.
 * MUSEG evaluation JSON (``charades_sta.json``, ``thumos14.json``, ...): a list of objects with
   ``video, question, groundtruth``; the task is ``tal`` when a ground truth has several segments
   in any sample of the file (THUMOS), else ``tvg`` (Charades-STA), or given explicitly.
+* Perception Test in MUSEG's evaluation format (``perception_test.json``): the same schema, always
+  ``tal`` (MUSEG's ``eval_grounding_perception_test.sh`` passes ``--eval_method tal`` even though
+  many queries have one segment). The file is not in the MUSEG snapshot we could read; the schema
+  is the one MUSEG's ``eval_grounding.py`` reads from every grounding file.
+* E.T. Bench (Liu et al., NeurIPS 2024; PolyU-ChenLab/ETBench ``etbench_txt_v1.0.json``, which
+  MUSEG evaluates as ``data/eval/et_bench/et_bench.json``): a list of objects with
+  ``version, idx, task, source, video, duration, q`` and, depending on the task, ``src`` (input
+  timestamps), ``tgt`` (target timestamps), ``p``/``o`` (options), ``g`` (captions); schema from
+  E.T. Bench's ``docs/BENCHMARK.md``, ``tgt`` shapes from its ``compute_metrics.py``:
+  ``[s, e]`` for ``tvg``/``epm``/``gvq``; ``[[s, e], ...]`` for ``tal``/``evs``/``tem``/``dvc``/
+  ``slc``; for ``vhd`` either ``[[s, e], ...]`` or one such list per annotator. See
+  :func:`load_et_bench_json` for how these become samples.
 
 Every error names the file and the line (JSONL) or list index (JSON) and the offending key.
-Segments with ``end < start`` or beyond the duration follow ``segment_policy``:
-``clip`` (clip to [0, duration], drop if empty), ``drop`` (drop the sample) or ``error``.
+Segments with ``end < start``, a negative start, or an end beyond the duration follow
+``segment_policy``: ``clip`` (clip to [0, duration]; drop the sample if nothing is left),
+``drop`` (drop the sample) or ``error``. A :class:`LoadReport` counts what was loaded, clipped,
+dropped (bad data) and filtered (left out on purpose: task filter, E.T. Bench subset), so that
+``loaded + dropped + filtered`` equals the records read.
 Departure from MUSEG: MUSEG's loader trusts its files; we validate because user data is not MUSEG's.
 """
 
@@ -17,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +40,20 @@ log = logging.getLogger(__name__)
 
 TASKS = ("tvg", "tal")
 SEGMENT_POLICIES = ("clip", "drop", "error")
+ANNOTATION_FORMATS = ("auto", "museg_train", "museg_eval", "perception_test", "et_bench")
+
+# E.T. Bench task -> our task type, for the tasks whose `tgt` holds segments. Single-target tasks
+# become "tvg"; tasks with a list of target segments become "tal" (for `tem` any one of them is a
+# correct answer and for `vhd` the answer is a point inside one: E.T. Bench scores them its own way,
+# see museg_lit.evaluation.etbench; `subtask` keeps the original name).
+ET_BENCH_SEGMENT_TASKS: dict[str, str] = {
+    "tvg": "tvg", "epm": "tvg", "gvq": "tvg",
+    "tal": "tal", "evs": "tal", "vhd": "tal", "tem": "tal", "dvc": "tal", "slc": "tal",
+}  # fmt: skip
+# Option tasks: the answer is a choice, `tgt` is absent, nothing to ground.
+ET_BENCH_OPTION_TASKS = ("rar", "eca", "rvq")
+# Default selection: E.T. Bench's grounding tasks plus `tem` (what museg_lit.evaluation.etbench scores).
+ET_BENCH_DEFAULT_TASKS = ("tvg", "epm", "tal", "evs", "vhd", "tem")
 
 
 class AnnotationError(ValueError):
@@ -36,7 +65,9 @@ class GroundingSample:
     """One grounding question about one video.
 
     ``solution`` is a list of ``[start, end]`` segments in seconds; ``video`` is the path as written
-    in the annotation (relative to the video root); ``source`` is ``file:line`` for error messages.
+    in the annotation (relative to the video root); ``source`` is ``file:line`` (or ``file[index]``)
+    for error messages. ``subtask`` / ``dataset`` are set for benchmarks with their own task names
+    (E.T. Bench: ``subtask="epm"``, ``dataset="ego4d_nlq"``) and None for MUSEG's files.
     """
 
     idx: str
@@ -46,6 +77,8 @@ class GroundingSample:
     task: str
     duration: float | None = None
     source: str = ""
+    subtask: str | None = None
+    dataset: str | None = None
 
     def columns(self) -> dict:
         """The per-sample fields a reward function receives (besides completions/solution)."""
@@ -56,50 +89,99 @@ class GroundingSample:
 
 @dataclass
 class LoadReport:
-    """Counts of what a loader kept, clipped and dropped (logged as ``data/...`` metrics)."""
+    """Counts of what loaders kept, clipped, dropped and filtered (log them with :meth:`as_metrics`).
+
+    ``loaded`` samples were returned; ``clipped`` of them had a segment clipped. ``dropped`` counts
+    records rejected for bad data by reason (``bad_segment``: invalid under ``segment_policy=drop``;
+    ``empty_after_clip``: nothing left after clipping); ``filtered`` counts records left out on
+    purpose (``task_not_selected``, ``not_in_subset``). One report may accumulate several files.
+    """
 
     loaded: int = 0
     clipped: int = 0
     dropped: Counter = field(default_factory=Counter)
+    filtered: Counter = field(default_factory=Counter)
 
     @property
     def num_dropped(self) -> int:
         return sum(self.dropped.values())
 
+    @property
+    def num_filtered(self) -> int:
+        return sum(self.filtered.values())
+
+    @property
+    def total(self) -> int:
+        """Records read: ``loaded + num_dropped + num_filtered``."""
+        return self.loaded + self.num_dropped + self.num_filtered
+
+    def as_metrics(self, prefix: str = "data/") -> dict[str, float]:
+        """Flat metrics, e.g. ``{"data/loaded": 5600.0, "data/dropped/bad_segment": 2.0, ...}``."""
+        out = {
+            f"{prefix}loaded": float(self.loaded),
+            f"{prefix}clipped": float(self.clipped),
+            f"{prefix}dropped": float(self.num_dropped),
+            f"{prefix}filtered": float(self.num_filtered),
+        }
+        out.update({f"{prefix}dropped/{k}": float(v) for k, v in sorted(self.dropped.items())})
+        out.update({f"{prefix}filtered/{k}": float(v) for k, v in sorted(self.filtered.items())})
+        return out
+
+    def summary(self) -> str:
+        """One line for logs: ``loaded 5598 (clipped 3), dropped 2 (bad_segment 2), filtered 0``."""
+
+        def detail(counter: Counter) -> str:
+            return f" ({', '.join(f'{k} {v}' for k, v in sorted(counter.items()))})" if counter else ""
+
+        return (
+            f"loaded {self.loaded} (clipped {self.clipped}), dropped {self.num_dropped}{detail(self.dropped)}, "
+            f"filtered {self.num_filtered}{detail(self.filtered)}"
+        )
+
+
+def _check_policy(segment_policy: str) -> None:
+    if segment_policy not in SEGMENT_POLICIES:
+        raise ValueError(f"segment_policy must be one of {SEGMENT_POLICIES}, got {segment_policy!r}")
+
 
 def _check_segments(
-    segments, *, where: str, duration: float | None, policy: str, report: LoadReport
-) -> list[list[float]] | None:
-    """Validate ``[[s, e], ...]``; returns the (possibly clipped) list or None to drop."""
+    segments, *, where: str, key: str, duration: float | None, policy: str, report: LoadReport
+) -> tuple[list[list[float]] | None, str]:
+    """Validate ``[[s, e], ...]``; returns the (possibly clipped) list, or None and the drop reason."""
     if not isinstance(segments, list) or not segments:
-        raise AnnotationError(f"{where}: 'solution' must be a non-empty list of [start, end] pairs, got {segments!r}")
+        raise AnnotationError(
+            f"{where}: key {key!r} must be a non-empty list of [start, end] pairs, got {segments!r}"
+        )
     out: list[list[float]] = []
     bad = False
     for seg in segments:
         if not (isinstance(seg, (list, tuple)) and len(seg) == 2):
-            raise AnnotationError(f"{where}: segment {seg!r} is not a [start, end] pair")
+            raise AnnotationError(f"{where}: segment {seg!r} of key {key!r} is not a [start, end] pair")
         try:
             s, e = float(seg[0]), float(seg[1])
         except (TypeError, ValueError):
-            raise AnnotationError(f"{where}: segment {seg!r} holds a non-number") from None
+            raise AnnotationError(f"{where}: segment {seg!r} of key {key!r} holds a non-number") from None
         invalid = e < s or s < 0 or (duration is not None and e > duration + 1e-6)
         if invalid:
             bad = True
             if policy == "error":
                 raise AnnotationError(
-                    f"{where}: segment [{s}, {e}] is invalid (end < start, negative, or beyond duration {duration})"
+                    f"{where}: segment [{s}, {e}] is invalid (key {key!r}: end < start, negative, "
+                    f"or beyond duration {duration})"
                 )
             if policy == "drop":
-                return None
+                return None, "bad_segment"
             s, e = max(0.0, min(s, e)), max(s, e)
             if duration is not None:
                 s, e = min(s, duration), min(e, duration)
             if e <= s:
                 continue
         out.append([s, e])
+    if not out:
+        return None, "empty_after_clip"
     if bad:
         report.clipped += 1
-    return out or None
+    return out, ""
 
 
 def _read_text(path: Path) -> str:
@@ -107,14 +189,36 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: is a directory, not an annotation file") from None
     except UnicodeDecodeError as exc:
         raise AnnotationError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_json_list(path: Path, what: str) -> list:
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+    return data
 
 
 def _require(obj: dict, key: str, where: str):
     if key not in obj:
         raise AnnotationError(f"{where}: missing key {key!r}")
     return obj[key]
+
+
+def _duration(obj: dict, where: str) -> float | None:
+    duration = obj.get("duration")
+    if duration is None:
+        return None
+    try:
+        return float(duration)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{where}: key 'duration' is not a number: {duration!r}") from None
 
 
 def load_museg_jsonl(
@@ -124,8 +228,7 @@ def load_museg_jsonl(
 
     Blank lines are skipped; a line that is not JSON raises :class:`AnnotationError` naming it.
     """
-    if segment_policy not in SEGMENT_POLICIES:
-        raise ValueError(f"segment_policy must be one of {SEGMENT_POLICIES}, got {segment_policy!r}")
+    _check_policy(segment_policy)
     path = Path(path)
     report = report if report is not None else LoadReport()
     samples: list[GroundingSample] = []
@@ -162,14 +265,10 @@ def load_museg_eval_json(
     report: LoadReport | None = None,
 ) -> list[GroundingSample]:
     """Read a MUSEG evaluation JSON (``charades_sta.json``, ``thumos14.json``)."""
+    _check_policy(segment_policy)
     path = Path(path)
     report = report if report is not None else LoadReport()
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of samples")
+    data = _read_json_list(path, "samples")
     if task is None:
         multi = any(isinstance(d, dict) and len(d.get("groundtruth") or []) > 1 for d in data)
         task = "tal" if multi else "tvg"
@@ -181,38 +280,214 @@ def load_museg_eval_json(
         sample = _to_sample(
             obj, where=where, idx=str(i), problem_key="question", solution_key="groundtruth",
             task=task, policy=segment_policy, report=report,
-        )
+        )  # fmt: skip
         if sample is not None:
             samples.append(sample)
     return samples
 
 
+def load_perception_test_json(
+    path: str | Path, *, segment_policy: str = "clip", report: LoadReport | None = None
+) -> list[GroundingSample]:
+    """Read MUSEG's ``perception_test.json`` (evaluation schema); every sample is ``tal``."""
+    return load_museg_eval_json(path, task="tal", segment_policy=segment_policy, report=report)
+
+
 def _to_sample(
     obj: dict, *, where: str, idx: str, problem_key: str, solution_key: str, task, policy: str,
     report: LoadReport,
-) -> GroundingSample | None:
+) -> GroundingSample | None:  # fmt: skip
     problem = _require(obj, problem_key, where)
     video = _require(obj, "video", where)
-    if not isinstance(problem, str) or not isinstance(video, str):
-        raise AnnotationError(f"{where}: {problem_key!r} and 'video' must be strings")
+    if not isinstance(problem, str):
+        raise AnnotationError(f"{where}: key {problem_key!r} must be a string, got {type(problem).__name__}")
+    if not isinstance(video, str):
+        raise AnnotationError(f"{where}: key 'video' must be a string, got {type(video).__name__}")
     if task not in TASKS:
         raise AnnotationError(f"{where}: key 'task' must be one of {TASKS}, got {task!r}")
-    duration = obj.get("duration")
-    if duration is not None:
-        try:
-            duration = float(duration)
-        except (TypeError, ValueError):
-            raise AnnotationError(f"{where}: key 'duration' is not a number: {duration!r}") from None
-    segments = _check_segments(
-        _require(obj, solution_key, where), where=where, duration=duration, policy=policy, report=report
-    )
+    duration = _duration(obj, where)
+    segments, reason = _check_segments(
+        _require(obj, solution_key, where), where=where, key=solution_key, duration=duration, policy=policy,
+        report=report,
+    )  # fmt: skip
     if segments is None:
-        report.dropped["bad_segment"] += 1
-        log.warning("%s: dropped (invalid segments, segment_policy=%s)", where, policy)
+        report.dropped[reason] += 1
+        log.warning("%s: dropped (%s, segment_policy=%s)", where, reason, policy)
         return None
     report.loaded += 1
-    return GroundingSample(idx=idx, problem=problem, solution=segments, video=video, task=task,
-                           duration=duration, source=where)
+    return GroundingSample(
+        idx=idx, problem=problem, solution=segments, video=video, task=task, duration=duration, source=where
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# E.T. Bench
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_pair(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and not isinstance(value[0], (list, tuple))
+
+
+def _et_bench_segments(tgt, *, where: str, subtask: str) -> list:
+    """E.T. Bench ``tgt`` as a list of ``[s, e]`` (validated later by :func:`_check_segments`)."""
+    if not isinstance(tgt, list) or not tgt:
+        raise AnnotationError(f"{where}: key 'tgt' of task {subtask!r} must be a non-empty list, got {tgt!r}")
+    if _is_pair(tgt):  # tvg / epm / gvq: one flat [s, e]
+        return [list(tgt)]
+    if all(isinstance(t, list) and t and not _is_pair(t) and all(_is_pair(x) for x in t) for t in tgt):
+        # vhd with several annotators: [[[s, e], ...], ...]; any annotator's segment counts as a hit
+        # in E.T. Bench's vhd metric, so the union (in annotator order) is the ground truth.
+        return [list(seg) for annotator in tgt for seg in annotator]
+    return tgt  # [[s, e], ...]; malformed entries are reported by _check_segments
+
+
+def _read_subset(subset: str | Path | Mapping | None) -> Mapping | None:
+    if subset is None or isinstance(subset, Mapping):
+        return subset
+    path = Path(subset)
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise AnnotationError(f"{path}: expected an E.T. Bench subset {{task: {{source: [idx, ...]}}}}")
+    return data
+
+
+def load_et_bench_json(
+    path: str | Path,
+    *,
+    tasks: Iterable[str] | None = ET_BENCH_DEFAULT_TASKS,
+    subset: str | Path | Mapping | None = None,
+    segment_policy: str = "clip",
+    report: LoadReport | None = None,
+) -> list[GroundingSample]:
+    """Read E.T. Bench's annotation JSON (``etbench_txt_v1.0.json``) into samples.
+
+    Args:
+        tasks: E.T. Bench tasks to keep (default: ``tvg, epm, tal, evs, vhd, tem``); None keeps every
+            task with segment targets (adds ``gvq, dvc, slc``). The option tasks ``rar, eca, rvq``
+            have no segments to ground and are rejected with a ``ValueError``.
+        subset: MUSEG's / E.T. Bench's ``subset.json`` (path or parsed ``{task: {source: [idx]}}``,
+            470 samples); records outside it are counted as ``filtered/not_in_subset``.
+
+    Each kept record becomes ``GroundingSample(idx="<task>/<source>/<idx>", problem=q,
+    solution=tgt as [[s, e], ...], video=video, task=ET_BENCH_SEGMENT_TASKS[task], duration,
+    subtask=task, dataset=source)``. ``problem`` is E.T. Bench's full prompt ``q``; MUSEG appends
+    its own E.T. Bench instruction, not the grounding template (see museg_lit.evaluation.etbench).
+    The ``vid``-style file (timestamps in ``q`` replaced by ``<vid>`` tokens) is refused.
+    """
+    _check_policy(segment_policy)
+    selected = set(ET_BENCH_SEGMENT_TASKS) if tasks is None else set(tasks)
+    unknown = selected - set(ET_BENCH_SEGMENT_TASKS)
+    if unknown:
+        options = sorted(unknown & set(ET_BENCH_OPTION_TASKS))
+        raise ValueError(
+            f"E.T. Bench tasks {sorted(unknown)} cannot be loaded as grounding samples"
+            + (f" ({', '.join(options)}: option tasks, no target segments)" if options else "")
+            + f"; choose from {sorted(ET_BENCH_SEGMENT_TASKS)}"
+        )
+    path = Path(path)
+    report = report if report is not None else LoadReport()
+    subset_ids = _read_subset(subset)
+    samples: list[GroundingSample] = []
+    for i, obj in enumerate(_read_json_list(path, "E.T. Bench samples")):
+        where = f"{path}[{i}]"
+        if not isinstance(obj, dict):
+            raise AnnotationError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        subtask = _require(obj, "task", where)
+        dataset = _require(obj, "source", where)
+        raw_idx = _require(obj, "idx", where)
+        if subtask not in selected:
+            report.filtered["task_not_selected"] += 1
+            continue
+        if subset_ids is not None and raw_idx not in subset_ids.get(subtask, {}).get(dataset, ()):
+            report.filtered["not_in_subset"] += 1
+            continue
+        q = _require(obj, "q", where)
+        video = _require(obj, "video", where)
+        if not isinstance(q, str):
+            raise AnnotationError(f"{where}: key 'q' must be a string, got {type(q).__name__}")
+        if not isinstance(video, str):
+            raise AnnotationError(f"{where}: key 'video' must be a string, got {type(video).__name__}")
+        if "<vid>" in q:
+            raise AnnotationError(
+                f"{where}: key 'q' holds <vid> tokens: this is E.T. Bench's vid-style file; "
+                "use etbench_txt_v1.0.json (timestamps as text)"
+            )
+        duration = _duration(obj, where)
+        tgt = _et_bench_segments(_require(obj, "tgt", where), where=where, subtask=subtask)
+        segments, reason = _check_segments(
+            tgt, where=where, key="tgt", duration=duration, policy=segment_policy, report=report
+        )
+        if segments is None:
+            report.dropped[reason] += 1
+            log.warning("%s: dropped (%s, segment_policy=%s)", where, reason, segment_policy)
+            continue
+        report.loaded += 1
+        samples.append(GroundingSample(
+            idx=f"{subtask}/{dataset}/{raw_idx}", problem=q, solution=segments, video=video,
+            task=ET_BENCH_SEGMENT_TASKS[subtask], duration=duration, source=where,
+            subtask=subtask, dataset=str(dataset),
+        ))  # fmt: skip
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------------------------
+
+
+def detect_format(path: str | Path) -> str:
+    """``museg_train`` for ``.jsonl``; for JSON, ``et_bench`` if the first record has ``task``,
+    ``source`` and ``q``, else ``museg_eval``. Perception Test is never guessed (it is the
+    ``museg_eval`` schema): ask for ``perception_test`` explicitly."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return "museg_train"
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(65536)
+    except (OSError, UnicodeDecodeError):
+        return "museg_eval"  # the loader reports the problem with the file
+    # A cheap look at the first record instead of parsing a large file twice.
+    first = head.lstrip()[1:].split("}", 1)[0] if head.lstrip().startswith("[") else ""
+    if all(f'"{key}"' in first for key in ("task", "source", "q")):
+        return "et_bench"
+    return "museg_eval"
+
+
+def load_annotations(
+    path: str | Path,
+    *,
+    annotation_format: str = "auto",
+    segment_policy: str = "clip",
+    report: LoadReport | None = None,
+    task: str | None = None,
+    tasks: Iterable[str] | None = None,
+    subset_file: str | Path | None = None,
+) -> list[GroundingSample]:
+    """Load any supported annotation file; ``annotation_format`` is one of :data:`ANNOTATION_FORMATS`.
+
+    ``task`` (``tvg``/``tal``) overrides the task of a MUSEG evaluation file; ``tasks`` and
+    ``subset_file`` apply to E.T. Bench only (``tasks=None`` there means its default selection).
+    """
+    if annotation_format not in ANNOTATION_FORMATS:
+        raise ValueError(f"annotation_format must be one of {ANNOTATION_FORMATS}, got {annotation_format!r}")
+    fmt = detect_format(path) if annotation_format == "auto" else annotation_format
+    if fmt != "et_bench" and (tasks is not None or subset_file is not None):
+        raise ValueError(f"{path}: tasks / subset_file apply to E.T. Bench files only (format {fmt!r})")
+    if fmt == "museg_train":
+        return load_museg_jsonl(path, segment_policy=segment_policy, report=report)
+    if fmt == "museg_eval":
+        return load_museg_eval_json(path, task=task, segment_policy=segment_policy, report=report)
+    if fmt == "perception_test":
+        return load_perception_test_json(path, segment_policy=segment_policy, report=report)
+    return load_et_bench_json(
+        path, tasks=ET_BENCH_DEFAULT_TASKS if tasks is None else tasks, subset=subset_file,
+        segment_policy=segment_policy, report=report,
+    )  # fmt: skip
 
 
 def task_counts(samples: Iterable[GroundingSample]) -> dict[str, int]:

@@ -4,7 +4,10 @@ Each sample's video is decoded once (in a DataLoader worker) at the configured f
 the G rollouts of a prompt share that clip (the module expands tensors, it never decodes again).
 A video that cannot be decoded is skipped with a warning naming the file, counted per batch
 (``num_skipped``), and the module logs the running total as ``data/skipped``; with
-``on_error="raise"`` it stops the run instead.
+``on_error="raise"`` it stops the run instead. With ``FrameSpec.cache_dir`` set, decoded clips are
+kept on disk (:mod:`museg_lit.data.cache`) and later epochs, runs and ranks re-load them instead of
+decoding again. Annotation counts (loaded / clipped / dropped / filtered) are in
+``GroundingDataModule.report`` after ``setup``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from museg_lit.data.annotations import GroundingSample, LoadReport, load_museg_eval_json, load_museg_jsonl
+from museg_lit.data import annotations
+from museg_lit.data.annotations import GroundingSample, LoadReport
+from museg_lit.data.cache import load_video_cached
+from museg_lit.data.sampler import (
+    ResumableBatchSampler,
+    ResumableDataLoader,
+    ResumableSampler,
+    lightning_progress,
+)
 from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
-from museg_lit.data.video import VideoDecodeError, load_video
+from museg_lit.data.video import VideoDecodeError
 from museg_lit.models.processing import encode_prompts
 from museg_lit.prompts import render_question, video_messages
 
@@ -30,7 +41,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameSpec:
-    """Frame sampling settings passed to :func:`museg_lit.data.video.load_video`."""
+    """Frame sampling settings passed to :func:`museg_lit.data.video.load_video`.
+
+    ``cache_dir``: directory of the on-disk clip cache (:mod:`museg_lit.data.cache`), None = off.
+    Set it with ``data.frames.cache_dir=/fast/disk/clips``; entries are keyed by file identity and
+    the sampling settings above, so one directory can serve several datasets and settings.
+    """
 
     fps: float = 2.0
     min_frames: int = 4
@@ -39,6 +55,7 @@ class FrameSpec:
     max_pixels: int = 768 * 28 * 28
     total_pixels: int | None = None
     timeout_s: float | None = 300.0
+    cache_dir: str | None = None
 
 
 def resolve_video(video_root: str | Path, relative: str, *, source: str = "") -> Path:
@@ -50,16 +67,32 @@ def resolve_video(video_root: str | Path, relative: str, *, source: str = "") ->
     return path
 
 
-def load_annotations(path: str | Path, *, segment_policy: str, report: LoadReport) -> list[GroundingSample]:
-    """Pick the loader by extension: ``.jsonl`` = MUSEG training file, ``.json`` = MUSEG evaluation file."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        return load_museg_jsonl(path, segment_policy=segment_policy, report=report)
-    return load_museg_eval_json(path, segment_policy=segment_policy, report=report)
+def load_annotations(
+    path: str | Path,
+    *,
+    segment_policy: str,
+    report: LoadReport,
+    annotation_format: str = "auto",
+    tasks: list[str] | None = None,
+    subset_file: str | None = None,
+) -> list[GroundingSample]:
+    """Load an annotation file with :func:`museg_lit.data.annotations.load_annotations`.
+
+    ``annotation_format="auto"``: ``.jsonl`` = MUSEG training file; ``.json`` = E.T. Bench if its
+    records have ``task``/``source``/``q``, else MUSEG evaluation file.
+    """
+    return annotations.load_annotations(
+        path, annotation_format=annotation_format, segment_policy=segment_policy, report=report,
+        tasks=tasks, subset_file=subset_file,
+    )  # fmt: skip
 
 
 class GroundingDataset(Dataset):
-    """Decodes one sample's video; returns the sample with its clip, or with the error."""
+    """Decodes one sample's video; returns the sample with its clip, or with the error.
+
+    With ``frames.cache_dir`` set the clip comes from the on-disk cache when present
+    (``decode_s`` is then the re-load time) and is written there after a decode.
+    """
 
     def __init__(self, samples: list[GroundingSample], video_root: str, frames: FrameSpec, on_error: str):
         self.samples, self.video_root, self.frames, self.on_error = samples, video_root, frames, on_error
@@ -72,10 +105,11 @@ class GroundingDataset(Dataset):
         start = time.perf_counter()
         try:
             path = resolve_video(self.video_root, sample.video, source=sample.source)
-            clip = load_video(
-                path, fps=self.frames.fps, min_frames=self.frames.min_frames, max_frames=self.frames.max_frames,
-                min_pixels=self.frames.min_pixels, max_pixels=self.frames.max_pixels,
-                total_pixels=self.frames.total_pixels, timeout_s=self.frames.timeout_s,
+            clip = load_video_cached(
+                path, cache_dir=self.frames.cache_dir, fps=self.frames.fps, min_frames=self.frames.min_frames,
+                max_frames=self.frames.max_frames, min_pixels=self.frames.min_pixels,
+                max_pixels=self.frames.max_pixels, total_pixels=self.frames.total_pixels,
+                timeout_s=self.frames.timeout_s,
             )
         except VideoDecodeError as exc:
             if self.on_error == "raise":
@@ -115,16 +149,21 @@ class PromptCollator:
         return batch
 
 
-class RepeatedGroupBatchSampler(Sampler[list[int]]):
+class RepeatedGroupBatchSampler(BatchSampler):
     """Batches of ``batch_size`` indices; every ``group`` consecutive batches are yielded ``repeats``
     times in a row. With ``group`` = gradient-accumulation steps and ``repeats`` = ``num_iterations``,
     each optimizer step sees the same rollouts again (PPO-style reuse), never a mix of old and new.
 
     Example: indices 0..3, batch 1, group 2, repeats 2 -> [0], [1], [0], [1], [2], [3], [2], [3].
+
+    It subclasses ``BatchSampler`` (and names its first argument ``sampler``) so that under a
+    multi-process strategy Lightning can rebuild it around a ``DistributedSampler``: each
+    data-parallel rank then batches its own share of the indices.
     """
 
     def __init__(self, sampler: Sampler[int], batch_size: int, group: int = 1, repeats: int = 1):
-        self.sampler, self.batch_size, self.group, self.repeats = sampler, batch_size, group, repeats
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.group, self.repeats = group, repeats
 
     def __iter__(self) -> Iterator[list[int]]:
         batches, pending = [], []
@@ -152,6 +191,9 @@ class GroundingDataModule(L.LightningDataModule):
     ``annotation_file``: MUSEG-schema ``.jsonl`` (or evaluation ``.json``); with ``synthetic`` set and the
     file missing, :func:`generate_synthetic_dataset` writes it first (once, on local rank 0).
     ``processor`` is attached by the entry point (it belongs to the model).
+    ``annotation_format``: ``auto`` | ``museg_train`` | ``museg_eval`` | ``perception_test`` |
+    ``et_bench``; ``tasks`` / ``subset_file`` select E.T. Bench tasks and its 470-sample subset.
+    After ``setup``, ``report`` holds the annotation counts (:meth:`LoadReport.as_metrics`).
     """
 
     def __init__(
@@ -171,6 +213,9 @@ class GroundingDataModule(L.LightningDataModule):
         processor=None,
         repeat_batches: int = 1,
         repeat_group: int = 1,
+        annotation_format: str = "auto",
+        tasks: list[str] | None = None,
+        subset_file: str | None = None,
     ):
         super().__init__()
         if on_error not in ("skip", "raise"):
@@ -181,6 +226,8 @@ class GroundingDataModule(L.LightningDataModule):
         self.segment_policy, self.shuffle, self.max_samples = segment_policy, shuffle, max_samples
         self.system_prompt, self.synthetic, self.processor = system_prompt, synthetic, processor
         self.repeat_batches, self.repeat_group = repeat_batches, repeat_group
+        self.annotation_format = annotation_format
+        self.tasks, self.subset_file = (list(tasks) if tasks is not None else None), subset_file
         self.report = LoadReport()
         self.train_set: GroundingDataset | None = None
 
@@ -191,7 +238,11 @@ class GroundingDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        samples = load_annotations(self.annotation_file, segment_policy=self.segment_policy, report=self.report)
+        samples = load_annotations(
+            self.annotation_file, segment_policy=self.segment_policy, report=self.report,
+            annotation_format=self.annotation_format, tasks=self.tasks, subset_file=self.subset_file,
+        )  # fmt: skip
+        log.info("%s: %s", self.annotation_file, self.report.summary())
         if self.max_samples is not None:
             samples = samples[: self.max_samples]
         if not samples:
@@ -201,12 +252,21 @@ class GroundingDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("GroundingDataModule.processor is not set; the entry point attaches the model's processor")
-        sampler = RandomSampler(self.train_set) if self.shuffle else SequentialSampler(self.train_set)
-        return DataLoader(
+        # A resumable order (museg_lit.data.sampler): checkpoints record (epoch, seed, batches consumed)
+        # and a resumed run continues with the next unseen batch. The seed is torch's initial seed,
+        # i.e. the run's `seed` (seed_everything), the same on every rank. The sampler splits the data
+        # over the strategy's data-parallel replicas itself (trainer.use_distributed_sampler=false);
+        # ranks that share prompts (generation_split) form one replica.
+        trainer = self.trainer
+        shard = (getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer is not None else None) or {}
+        sampler = ResumableSampler(len(self.train_set), shuffle=self.shuffle, seed=torch.initial_seed(),
+                                   num_replicas=max(1, shard.get("num_replicas", 1)), rank=shard.get("rank", 0))
+        return ResumableDataLoader(
             self.train_set, num_workers=self.num_workers,
-            batch_sampler=RepeatedGroupBatchSampler(sampler, self.batch_size, self.repeat_group, self.repeat_batches),
+            batch_sampler=ResumableBatchSampler(sampler, self.batch_size, self.repeat_group, self.repeat_batches),
             collate_fn=PromptCollator(self.processor, self.template, self.system_prompt),
             persistent_workers=self.num_workers > 0,
+            progress=lightning_progress(trainer) if trainer is not None else None,
         )
 
     def refill_batches(self, seed: int = 1) -> Iterator[dict]:

@@ -36,3 +36,26 @@ def group_advantages(rewards: Tensor, num_generations: int, *, scale: bool = Tru
     if scale:
         adv = adv / (std + eps)
     return GroupStats(adv.reshape(-1), mean.squeeze(1), std.squeeze(1))
+
+
+def split_group_advantages(
+    gathered: Tensor, rank: int, num_generations_local: int, *, scale: bool = True, eps: float = 1e-4
+) -> GroupStats:
+    """Advantages of one rank's rows when each group's completions are spread over k ranks.
+
+    ``gathered`` ``[k, B*g]``: row ``r`` holds rank ``r``'s rewards, prompt-major (the same B prompts
+    in the same order on every rank, ``g = num_generations_local`` completions each). Group ``b`` is
+    the concatenation over ranks of ``gathered[r, b*g:(b+1)*g]`` (G = k*g completions), normalised
+    exactly as :func:`group_advantages` does on one rank; the result keeps only rank ``rank``'s rows.
+
+    Example (k=2, g=1, B=1): gathered [[1], [3]] -> group [1, 3] -> mean 2, std 1.41421;
+    rank 0 gets advantages [-0.70706], rank 1 [+0.70706]; both get mean [2] and std [1.41421].
+    """
+    if gathered.dim() != 2 or gathered.shape[1] % num_generations_local:
+        raise ValueError(f"gathered must be [k, B*{num_generations_local}], got {tuple(gathered.shape)}")
+    k = gathered.shape[0]
+    per_rank = gathered.view(k, -1, num_generations_local)  # [k, B, g]
+    grouped = per_rank.permute(1, 0, 2).reshape(-1)  # [B*k*g]: group b = rank 0's g, rank 1's g, ...
+    stats = group_advantages(grouped, k * num_generations_local, scale=scale, eps=eps)
+    mine = stats.advantages.view(-1, k, num_generations_local)[:, rank, :].reshape(-1)  # [B*g]
+    return GroupStats(mine, stats.mean, stats.std)

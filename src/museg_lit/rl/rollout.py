@@ -100,11 +100,15 @@ def generate_rollout(
     eos_token_ids: list[int],
     pad_token_id: int,
     suppress_token_ids: list[int] | None = None,
+    synced_gpus: bool | None = None,
 ) -> Rollout:
     """Sample ``num_generations`` completions per prompt; returns tokens, masks and texts.
 
     ``suppress_token_ids`` are never sampled: vision placeholders (``<|video_pad|>`` ...) in a
     completion would be taken for visual slots by the log-prob forward pass and break it.
+    ``synced_gpus`` is HF's switch that keeps every rank decoding until all are done (needed only
+    when a forward pass issues collectives); ``None`` lets transformers decide. Under FSDP the
+    module unshards the policy first and passes ``False`` (see :mod:`museg_lit.distributed.sharding`).
     """
     expanded = repeat_visual_batch(prompt_inputs, num_generations)
     was_training = model.training
@@ -121,6 +125,7 @@ def generate_rollout(
             pad_token_id=pad_token_id,
             suppress_tokens=suppress_token_ids or None,
             use_cache=True,
+            synced_gpus=synced_gpus,
         )  # [N, P+C]
     finally:
         model.train(was_training)

@@ -1,0 +1,109 @@
+"""Launchers and sweeps: a 2-job reward-weight sweep through hydra/launcher=submitit_local gives two
+MLflow runs in one experiment, tagged with one sweep id, whose params differ in the swept key; the
+SLURM launcher config yields a multi-node sbatch script and the trainer takes its shape from the
+allocation (one SLURM job = one training run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from mlflow.tracking import MlflowClient
+
+from museg_lit.config import CONF_DIR
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SWEPT = "reward.phases.main.weights.segment_matching"
+
+
+def test_two_job_sweep_through_submitit_local(tmp_path, synthetic_data, tiny_checkpoint):
+    cmd = [
+        sys.executable, "-m", "museg_lit.train", "-m", "hydra/launcher=submitit_local",
+        "+experiment=stage1", "model=tiny", "data=synthetic", f"paths.root_dir={tmp_path}",
+        f"model.path={tiny_checkpoint}", "model.gradient_checkpointing=false",
+        f"data.annotation_file={synthetic_data}/train.jsonl", f"data.video_root={synthetic_data}", "data.synthetic=null",
+        "data.frames.min_pixels=3136", "data.frames.max_pixels=3136", "data.frames.total_pixels=null",
+        "data.frames.max_frames=8", "trainer.max_epochs=-1", "trainer.max_steps=2", "trainer.precision=32-true",
+        "trainer.accumulate_grad_batches=1", "trainer.enable_progress_bar=false", "rollout.num_generations=2",
+        "rollout.max_new_tokens=4", f"{SWEPT}=0.5,1.0",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    print(f"2-job submitit_local sweep: {time.perf_counter() - start:.1f} s")
+    sweep_dirs = list((tmp_path / "logs" / "museg_stage1" / "multiruns").iterdir())
+    logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.rglob(".submitit/*/*.err"))
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/logs/mlflow.db")
+    experiment = client.get_experiment_by_name("museg_stage1")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    (sweep_dir,) = sweep_dirs
+    assert {r.data.tags["sweep_id"] for r in runs} == {sweep_dir.name}
+    assert sorted(r.data.params[SWEPT] for r in runs) == ["0.5", "1.0"]
+    assert sorted(r.data.tags[f"override.{SWEPT}"] for r in runs) == ["0.5", "1.0"]
+    assert sorted(r.info.run_name for r in runs) == [f"{sweep_dir.name}/0", f"{sweep_dir.name}/1"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and "train/reward" in run.data.metrics
+        job_dir = Path(run.data.tags["run_dir"])
+        assert job_dir.parent == sweep_dir and (job_dir / "mlflow_run_id").read_text().strip() == run.info.run_id
+        assert (job_dir / "checkpoints" / "step_00000002.ckpt").exists()  # the final checkpoint
+
+
+def _hydra_compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def test_slurm_launcher_builds_one_multi_node_job(tmp_path, monkeypatch):
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import SlurmExecutor
+
+    cfg = _hydra_compose([f"paths.root_dir={tmp_path}", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                          "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4"])
+    launcher = instantiate(cfg.hydra.launcher)
+    params = launcher.params
+    assert (params["nodes"], params["gpus_per_node"], params["tasks_per_node"]) == (2, 4, 4)  # one task per GPU
+    assert params["max_num_timeout"] == 5 and params["timeout_min"] == 1440
+    # what the launcher hands to submitit (its own mapping, see SlurmLauncher.launch) -> the sbatch script
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm",
+                                     slurm_max_num_timeout=params["max_num_timeout"])
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()
+                                  if k not in {"submitit_folder", "max_num_timeout"}})
+    sbatch = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@120", "#SBATCH --time=1440"):
+        assert line in sbatch, sbatch
+
+
+def test_trainer_takes_its_shape_from_the_slurm_allocation(tmp_path, monkeypatch):
+    from museg_lit.builders import cluster_plugins
+
+    cfg = _hydra_compose([f"paths.root_dir={tmp_path}"])
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (1, 1)
+    assert cfg.trainer.use_distributed_sampler is False and cluster_plugins() == []
+    # inside the job submitit started: the allocation's nodes x tasks per node, and Lightning's SLURM
+    # environment without its own requeue (submitit requeues)
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_JOB_NAME", "museg")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    cfg = _hydra_compose([f"paths.root_dir={tmp_path}"])
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 8)
+    (plugin,) = cluster_plugins()
+    assert type(plugin).__name__ == "SLURMEnvironment" and plugin.auto_requeue is False

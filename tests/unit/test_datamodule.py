@@ -1,0 +1,132 @@
+"""GroundingDataset / GroundingDataModule data side: the clip cache, skipped videos, annotation
+formats and their counts, and the ``cache_dir`` key of every data config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared video helpers
+
+from museg_lit.config import CONF_DIR, compose  # noqa: E402
+from museg_lit.data import cache as cache_mod  # noqa: E402
+from museg_lit.data.annotations import GroundingSample  # noqa: E402
+from museg_lit.data.datamodule import FrameSpec, GroundingDataModule, GroundingDataset  # noqa: E402
+from museg_lit.data.video import VideoDecodeError  # noqa: E402
+from videos import make_video  # noqa: E402
+
+FRAMES = FrameSpec(
+    fps=2.0, min_frames=4, max_frames=16, min_pixels=28 * 28, max_pixels=56 * 56, timeout_s=30.0
+)
+DATA_CONFIGS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def video_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    make_video(root / "ok.mp4", fps=10, seconds=3.0)
+    (root / "broken.mp4").write_bytes(b"\x00" * 100)
+    return root
+
+
+def _sample(video: str, idx: str = "0") -> GroundingSample:
+    return GroundingSample(
+        idx=idx, problem="q", solution=[[0.5, 1.0]], video=video, task="tvg", source=f"a.jsonl:{idx}"
+    )
+
+
+def test_framespec_cache_is_off_by_default():
+    assert FrameSpec().cache_dir is None
+
+
+def test_dataset_decodes_once_then_reads_the_cache(video_root, tmp_path):
+    cache_mod._CACHES.clear()
+    frames = FrameSpec(**{**FRAMES.__dict__, "cache_dir": str(tmp_path / "clips")})
+    ds = GroundingDataset([_sample("ok.mp4")], str(video_root), frames, on_error="skip")
+    uncached = GroundingDataset([_sample("ok.mp4")], str(video_root), FRAMES, on_error="skip")[0]["clip"]
+    first, second = ds[0], ds[0]
+    assert torch.equal(first["clip"].frames, uncached.frames) and torch.equal(
+        second["clip"].frames, uncached.frames
+    )
+    assert second["clip"].timestamps == uncached.timestamps
+    stats = cache_mod.get_cache(frames.cache_dir).stats
+    assert (stats.misses, stats.hits) == (1, 1)
+    assert len(list((tmp_path / "clips").rglob("*.clip"))) == 1
+
+
+def test_broken_and_escaping_videos_are_skipped_or_raised(video_root, tmp_path):
+    frames = FrameSpec(**{**FRAMES.__dict__, "cache_dir": str(tmp_path / "clips")})
+    samples = [_sample("broken.mp4", "1"), _sample("../../etc/passwd", "2"), _sample("missing.mp4", "3")]
+    ds = GroundingDataset(samples, str(video_root), frames, on_error="skip")
+    items = [ds[i] for i in range(len(ds))]
+    assert all(it["clip"] is None for it in items)
+    assert "broken.mp4" in items[0]["error"] and "escapes the video root" in items[1]["error"]
+    assert "does not exist" in items[2]["error"]
+    assert not list((tmp_path / "clips").rglob("*.clip"))  # failures are never cached
+    with pytest.raises(VideoDecodeError, match="broken.mp4"):
+        GroundingDataset(samples, str(video_root), frames, on_error="raise")[0]
+
+
+def test_datamodule_loads_et_bench_and_reports_counts(video_root, tmp_path):
+    records = [
+        {
+            "idx": 0,
+            "task": "tvg",
+            "source": "s",
+            "video": "ok.mp4",
+            "duration": 3.0,
+            "tgt": [0.5, 4.0],
+            "q": "q0",
+        },
+        {
+            "idx": 1,
+            "task": "tal",
+            "source": "s",
+            "video": "ok.mp4",
+            "duration": 3.0,
+            "tgt": [[0, 1], [2, 3]],
+            "q": "q1",
+        },
+        {
+            "idx": 2,
+            "task": "rvq",
+            "source": "s",
+            "video": "ok.mp4",
+            "duration": 3.0,
+            "p": 0,
+            "o": ["a", "b"],
+            "q": "q2",
+        },
+    ]
+    ann = tmp_path / "et.json"
+    ann.write_text(json.dumps(records))
+    dm = GroundingDataModule(
+        str(ann), str(video_root), frames=FRAMES, annotation_format="et_bench", tasks=["tvg", "tal"]
+    )
+    dm.setup()
+    assert [s.idx for s in dm.train_set.samples] == ["tvg/s/0", "tal/s/1"]
+    assert dm.report.as_metrics() == {
+        "data/loaded": 2.0,
+        "data/clipped": 1.0,
+        "data/dropped": 0.0,
+        "data/filtered": 1.0,
+        "data/filtered/task_not_selected": 1.0,
+    }
+    assert dm.train_set[0]["clip"].frames.shape[0] == 6
+
+
+@pytest.mark.parametrize("name", DATA_CONFIGS)
+def test_every_data_config_has_cache_dir_off(name, tmp_path):
+    cfg = compose([f"data={name}", f"paths.root_dir={tmp_path}"])
+    assert cfg.data.frames.cache_dir is None
+    cfg = compose([f"data={name}", f"paths.root_dir={tmp_path}", f"data.frames.cache_dir={tmp_path}/clips"])
+    frames = instantiate(cfg.data.frames)
+    assert isinstance(frames, FrameSpec) and frames.cache_dir == f"{tmp_path}/clips"
+    if "_target_" in cfg.data and cfg.data.synthetic is None:  # real datasets: instantiation reads no files
+        dm = instantiate(cfg.data)
+        assert dm.frames.cache_dir == f"{tmp_path}/clips"
