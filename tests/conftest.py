@@ -1,4 +1,10 @@
-"""Shared fixtures. No test may reach the network: the HF hub is forced offline here."""
+"""Shared fixtures. No test may reach the network: the HF hub is forced offline here.
+
+Skips: a test may skip only for something optional, through :func:`skip_optional` /
+:func:`require_module` (the reason names the package or device and how to get it). Under CI
+(``CI=true``) any other skip fails the test: a documented default command must never be skipped
+because its dependency is missing (that is a packaging bug, not an optional feature).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,26 @@ import pytest  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MUSEG = REPO_ROOT.parent / "shared" / "data" / "museg"
 
+from tests.optional import OPTIONAL  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and os.environ.get("CI", "").lower() in ("1", "true")):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if OPTIONAL not in reason:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, but only optional packages or devices may be missing there: {reason}"
+
 
 @pytest.fixture(scope="session")
 def museg_data_dir() -> Path:
     """The real MUSEG annotation files (../shared/data/museg); skips when absent."""
     if not (SHARED_MUSEG / "stage_1.jsonl").exists():
-        pytest.skip(f"MUSEG annotation files not found at {SHARED_MUSEG}")
+        pytest.skip(f"MUSEG annotation files not found at {SHARED_MUSEG} (the shared/ folder beside the checkout)")
     return SHARED_MUSEG
 
 

@@ -36,6 +36,7 @@ import pytest
 import torch
 
 from museg_lit.rl.advantages import group_advantages
+from tests.optional import require_cuda
 
 pytestmark = pytest.mark.integration
 
@@ -185,8 +186,7 @@ def fsdp_results(tmp_path_factory, tiny_checkpoint, synthetic_data) -> dict:
 @pytest.mark.gpu
 def test_fsdp_bf16_on_gpus(tmp_path, tiny_checkpoint, synthetic_data):
     """trainer=fsdp as users run it: NCCL, bf16 compute over fp32 masters, on up to 2 GPUs."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
+    require_cuda()
     nproc = min(2, torch.cuda.device_count())
     _launch(tmp_path, tiny_checkpoint, synthetic_data, "--trainer", "fsdp", "--runs", "split1", "lora", "--",
             f"trainer.devices={nproc}", nproc=nproc, timeout=600)

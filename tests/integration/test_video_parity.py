@@ -28,10 +28,11 @@ import torch
 # libraries with RTLD_GLOBAL, and if it comes first PyAV's libvpx encoder fails to open (EINVAL).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared video helpers
 from museg_lit.data.video import load_video  # noqa: E402
+from tests.optional import require_module, skip_optional  # noqa: E402
 from videos import make_video, make_video_ffmpeg  # noqa: E402
 
-decord = pytest.importorskip("decord")
-vision_process = pytest.importorskip("qwen_vl_utils.vision_process")
+decord = require_module("decord", "decord==0.6.0 (x86-64 Linux wheels only)")
+vision_process = require_module("qwen_vl_utils.vision_process", "qwen-vl-utils==0.0.10")
 
 PATCH = 28 * 28
 ARGS = {
@@ -170,7 +171,7 @@ def check_parity(path: Path, kind: Kind, args: dict) -> float:
 @pytest.mark.parametrize("kind_name", list(KINDS))
 def test_parity_with_qwen_vl_utils(videos, kind_name, args_name):
     if kind_name not in videos:
-        pytest.skip("needs the ffmpeg CLI")
+        skip_optional("the ffmpeg CLI", "apt-get install ffmpeg (make install does it as root)")
     check_parity(videos[kind_name], KINDS[kind_name], ARGS[args_name])
 
 

@@ -25,6 +25,7 @@ from museg_lit.models import (
     load_processor,
     load_reference,
 )
+from tests.optional import OPTIONAL
 
 PROMPT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -248,7 +249,8 @@ def test_missing_real_checkpoint_says_how_to_download(path):
     assert "model.path=DIR" in msg
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed")
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None,
+                    reason=f"{OPTIONAL} checks the error shown when flash-attn is absent, and flash-attn is installed")
 def test_flash_attention_without_flash_attn(tiny_dir):
     spec = ModelSpec(name="tiny", path=str(tiny_dir), tiny=True, attn_implementation="flash_attention_2")
     with pytest.raises(ImportError, match=r"pip install \.\[gpu\]"):

@@ -7,7 +7,6 @@ resize is the identity and the index can be read back from the output.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import weakref
@@ -28,6 +27,7 @@ from museg_lit.data.video import (  # noqa: E402
     smart_resize,
     video_max_pixels,
 )
+from tests.optional import require_ffmpeg_cli  # noqa: E402
 from videos import make_audio_only, make_video, read_pattern_index  # noqa: E402
 
 PATCH = 28 * 28
@@ -280,9 +280,7 @@ def test_sparse_sampling_seeks_and_stays_exact(tmp_path, monkeypatch):
 
 
 def test_stream_copy_cut_counts_discarded_packets_like_decord(tmp_path):
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("needs the ffmpeg CLI to cut with an edit list")
+    ffmpeg = require_ffmpeg_cli()  # cuts with an edit list
     source = make_video(tmp_path / "src.mp4", fps=25, seconds=4, size=(112, 56), bframes=2, gop=50)
     cut = tmp_path / "cut.mp4"
     # Stream copy from 0.5 s: the mp4 keeps frames 0-12 (from the keyframe) flagged "discard".
