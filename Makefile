@@ -1,10 +1,9 @@
 # museg_lit — common commands. `make help` lists them.
 PYTHON ?= python
 MLFLOW_DB ?= logs/mlflow.db
-MUSEG_REPO_RAW ?= https://raw.githubusercontent.com/THUNLP-MT/MUSEG/main
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format train train-stage1 train-stage2 mlflow-ui data clean
+.PHONY: help install test test-all lint format train train-stage1 train-stage2 mlflow-ui data etbench-videos clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -39,11 +38,8 @@ train-stage2: ## MUSEG stage 2 from a stage-1 export (MODEL=<stage-1 export dir>
 mlflow-ui: ## serve the runs' MLflow store on http://127.0.0.1:5000
 	$(PYTHON) -m mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root logs/mlartifacts --host 127.0.0.1 --port 5000
 
-data: ## download MUSEG's annotation files into data/museg (videos: see README)
-	mkdir -p data/museg
-	for f in train/stage_1.jsonl train/stage_2.jsonl eval/grounding/charades_sta.json eval/grounding/thumos14.json \
-	         eval/grounding/thumos15.json eval/et_bench/subset.json; do \
-	  curl -fL --retry 3 -o data/museg/$$(basename $$f) "$(MUSEG_REPO_RAW)/data/$$f" || exit 1; done
+data: ## download MUSEG's annotation files (train, grounding eval, E.T. Bench) into data/museg (videos: see README)
+	$(PYTHON) -m museg_lit.data.download --out data/museg
 
 clean: ## remove caches and generated data (keeps logs/)
 	rm -rf .cache data/synthetic .pytest_cache .ruff_cache
@@ -72,11 +68,18 @@ eval-thumos15: ## THUMOS15 mean_f1_multi (MUSEG-7B 29.3); MODEL=DIR|tiny VIDEO_R
 eval-perception-test: ## Perception Test mean_f1_multi (MUSEG-7B 31.7); MODEL=DIR|tiny VIDEO_ROOT=DIR
 	$(EVAL) data=perception_test task=tal $(EVAL_ARGS)
 
-eval-etbench: ## E.T. Bench grounding tasks (captioning/option tasks not yet supported); MODEL= VIDEO_ROOT=
-	$(EVAL) data=et_bench $(EVAL_ARGS)
+ETBENCH_SRC ?= data/museg/videos/et_bench
+ETBENCH_VIDEOS ?= data/museg/videos/et_bench_processed
+etbench-videos: ## re-encode E.T. Bench videos as MUSEG did (ffmpeg -i SRC -map 0:v TGT): ETBENCH_SRC -> ETBENCH_VIDEOS
+	$(PYTHON) -m museg_lit.evaluation.etbench_videos $(ETBENCH_SRC) $(ETBENCH_VIDEOS)
 
-eval-etbench-subset: ## E.T. Bench 470-sample subset (MUSEG's subset.json), grounding tasks; MODEL= VIDEO_ROOT=
-	$(EVAL) data=et_bench_subset $(EVAL_ARGS)
+# E.T. Bench reads $(ETBENCH_VIDEOS) (make etbench-videos) unless VIDEO_ROOT says otherwise
+EVAL_ETBENCH = $(PYTHON) -m museg_lit.eval $(EVAL_MODEL) data.video_root=$(abspath $(or $(VIDEO_ROOT),$(ETBENCH_VIDEOS)))
+eval-etbench: ## E.T. Bench grounding tasks (captioning/option tasks not yet supported); MODEL= [VIDEO_ROOT=]
+	$(EVAL_ETBENCH) data=et_bench $(EVAL_ARGS)
+
+eval-etbench-subset: ## E.T. Bench 470-sample subset (MUSEG's subset.json), grounding tasks; MODEL= [VIDEO_ROOT=]
+	$(EVAL_ETBENCH) data=et_bench_subset $(EVAL_ARGS)
 
 # ---- benchmarks
 .PHONY: bench-decode

@@ -9,6 +9,7 @@ checkpointing off.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +18,16 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from museg_lit.checkpointing import find_resume_checkpoint
 from museg_lit.data.datamodule import GroundingDataModule
+from museg_lit.errors import ConfigError
 from museg_lit.models.factory import load_processor
 from museg_lit.module import GRPOModule
 from museg_lit.tracking import build_mlflow_logger
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,24 +58,57 @@ def cluster_plugins() -> list:
     return []
 
 
+def accumulation_for(global_batch_size: int, per_device_batch: int, world_size: int,
+                     generation_split: int = 1) -> int:
+    """Gradient-accumulation steps that make ``global_batch_size`` prompts per optimizer step.
+
+    Ranks that share prompts (``generation_split``) form one data-parallel replica, so
+    ``replicas = world_size / generation_split`` and ``steps = global / (replicas * per_device)``.
+    MUSEG: 7 GPUs x 1 prompt x 2 = 14; on 1 GPU the same 14 need 14 steps; 8 GPUs cannot make 14.
+
+    >>> accumulation_for(14, 1, 7), accumulation_for(14, 1, 1), accumulation_for(16, 2, 8, generation_split=2)
+    (2, 14, 2)
+    """
+    replicas = world_size // generation_split
+    per_step = replicas * per_device_batch
+    if global_batch_size < 1 or global_batch_size % per_step:
+        raise ConfigError(
+            f"data.global_batch_size={global_batch_size} is not a multiple of {per_step} prompts per micro-batch "
+            f"({replicas} data-parallel replicas x data.batch_size={per_device_batch}); change trainer.devices, "
+            "data.batch_size or data.global_batch_size")
+    return global_batch_size // per_step
+
+
+def _derive_accumulation(cfg: DictConfig, trainer: L.Trainer) -> int:
+    """``data.global_batch_size`` -> ``trainer.accumulate_grad_batches`` (set on the trainer and in
+    ``cfg``, so MLflow records the derived value); without it the configured value stands."""
+    configured = cfg.trainer.get("accumulate_grad_batches")
+    global_batch = cfg.data.get("global_batch_size")
+    if global_batch is None:
+        return int(configured or 1)
+    split = getattr(getattr(trainer.strategy, "sharding", None), "generation_split", 1)
+    steps = accumulation_for(int(global_batch), int(cfg.data.batch_size), trainer.world_size, split)
+    if configured is not None and int(configured) != steps:
+        raise ConfigError(f"trainer.accumulate_grad_batches={configured} contradicts data.global_batch_size="
+                          f"{global_batch} (which needs {steps} on {trainer.world_size} processes); set only one "
+                          "(data.global_batch_size=null to use the accumulation as given)")
+    trainer.accumulate_grad_batches = steps
+    with open_dict(cfg):
+        cfg.trainer.accumulate_grad_batches = steps
+    log.info("data.global_batch_size=%s: %d processes x batch %s x accumulation %d", global_batch,
+             trainer.world_size, cfg.data.batch_size, steps)
+    return steps
+
+
 def build_training(cfg: DictConfig) -> TrainingRun:
     """Instantiate model spec, processor, data, module, loggers, callbacks and trainer.
 
-    The processor loads first: a missing checkpoint path fails here, before any data work.
+    The processor loads first: a missing checkpoint path fails here, before any data work. The
+    trainer comes before the data module: gradient accumulation is derived from
+    ``data.global_batch_size`` and the trainer's process count (:func:`accumulation_for`).
     """
     spec = instantiate(cfg.model)
     processor = load_processor(spec)
-    # num_iterations > 1: each group of accumulated batches is replayed num_iterations times
-    datamodule = instantiate(cfg.data, processor=processor, repeat_batches=cfg.algo.num_iterations,
-                             repeat_group=cfg.trainer.accumulate_grad_batches)
-    module = GRPOModule(
-        model=spec,
-        reward=instantiate(cfg.reward),
-        algo=instantiate(cfg.algo),
-        rollout=instantiate(cfg.rollout),
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-    )
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
     resume = cfg.get("resume", "auto")
@@ -82,6 +119,20 @@ def build_training(cfg: DictConfig) -> TrainingRun:
         else instantiate(entry))
     plugins = cluster_plugins()
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                          accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches") or 1,
                           # without our checkpoint callback Lightning would add its own default one
                           enable_checkpointing=checkpoint is not None, **({"plugins": plugins} if plugins else {}))
+    accumulation = _derive_accumulation(cfg, trainer)
+    # num_iterations > 1: each group of accumulated batches is replayed num_iterations times;
+    # prompts that leave no room under rollout.max_total_tokens are skipped by the collator
+    datamodule = instantiate(cfg.data, processor=processor, repeat_batches=cfg.algo.num_iterations,
+                             repeat_group=accumulation, max_total_tokens=cfg.rollout.get("max_total_tokens"))
+    module = GRPOModule(
+        model=spec,
+        reward=instantiate(cfg.reward),
+        algo=instantiate(cfg.algo),
+        rollout=instantiate(cfg.rollout),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+    )
     return TrainingRun(trainer, module, datamodule, str(ckpt_path) if ckpt_path is not None else None)

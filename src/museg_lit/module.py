@@ -17,8 +17,11 @@ different lengths; every other forward (log-probs) runs the same number of times
 prompt's G completions live on one rank, or — with ``generation_split=k`` — on k ranks that
 all-gather their rewards before normalising, so the advantages equal the 1-rank computation.
 
-Departures from MUSEG's TRL-0.15 trainer: generation runs in the training process with HF
-``generate`` (MUSEG used a separate vLLM GPU); everything else follows the recipe in DESIGN.md.
+Departures from MUSEG's TRL-0.15 trainer (the full list is the README's "Fidelity" table):
+generation runs in the training process with HF ``generate`` (MUSEG used a separate vLLM GPU),
+vision placeholders are suppressed in rollouts (MUSEG dropped them from vLLM's output), and
+weights stay fp32 under bf16 autocast. Sampling settings, the completion budget (prompt +
+completion <= ``rollout.max_total_tokens``) and the 3D positions are MUSEG's.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from museg_lit.distributed.sharding import (
     unshard_for_generation,
 )
 from museg_lit.models.factory import ModelSpec, load_policy, load_processor, load_reference
+from museg_lit.models.generation import SpecialTokens
 from museg_lit.models.lora import reference_context
 from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
@@ -117,13 +121,8 @@ class GRPOModule(L.LightningModule):
         self.reference = load_reference(self.spec) if self.algo.needs_reference and not self.spec.uses_lora else None
         if self.device_mesh is not None:  # set by Lightning's ModelParallelStrategy (trainer=fsdp)
             self._shard(self.device_mesh)
-        gen = self.policy.generation_config
-        eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-        self.eos_token_ids = [int(e) for e in eos if e is not None]
-        tok = self.processor.tokenizer
-        self.pad_token_id = int(tok.pad_token_id)
-        vision_tokens = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-        self.suppress_token_ids = [tok.convert_tokens_to_ids(t) for t in vision_tokens if t in tok.get_vocab()]
+        # stop / pad / never-sample ids, looked up once (museg_lit.models.generation)
+        self.tokens = SpecialTokens.of(self.policy, self.processor.tokenizer)
 
     def _sharding_config(self, mesh: DeviceMesh) -> ShardingConfig:
         # FSDP2Strategy carries the settings; a bare ModelParallelStrategy gets the defaults
@@ -215,10 +214,8 @@ class GRPOModule(L.LightningModule):
         with self._timed("generate_s", timings), unshard_for_generation(self.policy), self._sampling_rng(samples):
             ro = generate_rollout(
                 self.policy, self.processor.tokenizer, batch["inputs"], num_generations=g,
-                max_new_tokens=self.rollout_cfg.max_new_tokens, temperature=self.rollout_cfg.temperature,
-                top_p=self.rollout_cfg.top_p, top_k=self.rollout_cfg.top_k,
-                eos_token_ids=self.eos_token_ids, pad_token_id=self.pad_token_id,
-                suppress_token_ids=self.suppress_token_ids, synced_gpus=False if self.sharded else None,
+                sampling=self.rollout_cfg.sampling, tokens=self.tokens,
+                max_total_tokens=self.rollout_cfg.max_total_tokens, synced_gpus=False if self.sharded else None,
             )
         with self._timed("reward_s", timings):
             solution = [s.solution for s in samples for _ in range(g)]

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from museg_lit.builders import build_training
 from museg_lit.checkpointing import ResumeError, register_resolvers
 from museg_lit.data.annotations import AnnotationError
+from museg_lit.errors import ConfigError
 from museg_lit.tracking import start_tracking
 
 # the frozen reference model is deliberately in eval mode; the module moves batches itself on purpose
@@ -33,7 +34,7 @@ def main(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     try:
         run = build_training(cfg)
-    except (FileNotFoundError, AnnotationError, ResumeError) as exc:  # user errors: one line, no traceback
+    except (FileNotFoundError, AnnotationError, ResumeError, ConfigError) as exc:  # user errors: one line, no traceback
         raise SystemExit(f"error: {exc}") from None
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     start_tracking(run.trainer.loggers, cfg, run_dir=cfg.paths.output_dir, overrides=overrides,

@@ -32,7 +32,7 @@ def test_two_job_sweep_through_submitit_local(tmp_path, synthetic_data, tiny_che
         f"data.annotation_file={synthetic_data}/train.jsonl", f"data.video_root={synthetic_data}", "data.synthetic=null",
         "data.frames.min_pixels=3136", "data.frames.max_pixels=3136", "data.frames.total_pixels=null",
         "data.frames.max_frames=8", "trainer.max_epochs=-1", "trainer.max_steps=2", "trainer.precision=32-true",
-        "trainer.accumulate_grad_batches=1", "trainer.enable_progress_bar=false", "rollout.num_generations=2",
+        "data.global_batch_size=1", "trainer.enable_progress_bar=false", "rollout.num_generations=2",
         "rollout.max_new_tokens=4", f"{SWEPT}=0.5,1.0",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",

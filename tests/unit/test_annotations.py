@@ -73,7 +73,7 @@ def test_non_utf8(tmp_path):
 
 @pytest.mark.parametrize(
     ("policy", "expected"),
-    [("clip", [[[2.0, 10.0]], [[0.0, 1.0]]]), ("drop", [[[0.0, 1.0]]])],
+    [("clip", [[[2.0, 10.0]], [[0.0, 1.0]]]), ("drop", [[[0.0, 1.0]]]), ("keep", [[[2.0, 12.0]], [[0.0, 1.0]]])],
 )
 def test_segment_policies(tmp_path, policy, expected):
     lines = [
@@ -84,6 +84,25 @@ def test_segment_policies(tmp_path, policy, expected):
     samples = load_museg_jsonl(_write(tmp_path, lines), segment_policy=policy, report=report)
     assert [s.solution for s in samples] == expected
     assert report.loaded + report.num_dropped == 2
+
+
+def test_keep_passes_museg_solutions_unmodified(museg_data_dir):
+    # MUSEG handed the raw `solution` to its rewards: 194 stage-1 and 218 stage-2 samples have a
+    # segment beyond the duration (or reversed); `keep` (conf/data/museg_stage*.yaml) leaves them all
+    # as the file has them, `clip` would change them
+    for name, unusual in (("stage_1.jsonl", 194), ("stage_2.jsonl", 218)):
+        raw = [json.loads(line) for line in (museg_data_dir / name).read_text().splitlines() if line.strip()]
+        kept, clipped = LoadReport(), LoadReport()
+        samples = load_museg_jsonl(museg_data_dir / name, segment_policy="keep", report=kept)
+        load_museg_jsonl(museg_data_dir / name, segment_policy="clip", report=clipped)
+        assert [s.solution for s in samples] == [r["solution"] for r in raw]
+        assert (kept.loaded, kept.kept_invalid, kept.clipped) == (len(raw), unusual, 0)
+        assert clipped.clipped == unusual
+
+
+def test_keep_still_refuses_malformed_segments(tmp_path):
+    with pytest.raises(AnnotationError, match="non-number"):
+        load_museg_jsonl(_write(tmp_path, [json.dumps({**GOOD, "solution": [["a", 2]]})]), segment_policy="keep")
 
 
 def test_segment_policy_error(tmp_path):
@@ -121,11 +140,12 @@ def test_report_counts_add_up_and_flatten_to_metrics(tmp_path):
     assert report.as_metrics() == {
         "data/loaded": 2.0,
         "data/clipped": 1.0,
+        "data/kept_invalid": 0.0,
         "data/dropped": 1.0,
         "data/filtered": 0.0,
         "data/dropped/empty_after_clip": 1.0,
     }
-    assert report.summary() == "loaded 2 (clipped 1), dropped 1 (empty_after_clip 1), filtered 0"
+    assert report.summary() == "loaded 2 (clipped 1, kept invalid 0), dropped 1 (empty_after_clip 1), filtered 0"
 
 
 def test_unknown_segment_policy(tmp_path):

@@ -51,9 +51,15 @@ def test_museg_recipe_values(experiment, template, rewards, tmp_path):
     assert cfg.optim.optimizer.lr == 1.5e-6
     assert (cfg.algo.beta, cfg.algo.kl_estimator, cfg.algo.num_iterations) == (0.04, "k3", 1)
     assert (cfg.rollout.num_generations, cfg.rollout.temperature, cfg.rollout.max_new_tokens) == (8, 0.9, 4096)
+    # vLLM SamplingParams(temperature, max_tokens) under max_model_len 4096
+    assert (cfg.rollout.repetition_penalty, cfg.rollout.top_k, cfg.rollout.top_p) == (1.0, None, 1.0)
+    assert cfg.rollout.max_total_tokens == 4096
     f = cfg.data.frames
     assert (f.fps, f.max_frames, f.min_pixels, f.total_pixels) == (2.0, 448, 16 * 28 * 28, 3584 * 28 * 28)
-    assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches, cfg.trainer.max_epochs) == (1, 2, 1)
+    # 14 prompts per optimizer step whatever the device count; accumulation is derived (builders)
+    assert (cfg.data.batch_size, cfg.data.global_batch_size, cfg.trainer.max_epochs) == (1, 14, 1)
+    assert cfg.trainer.accumulate_grad_batches is None
+    assert cfg.data.segment_policy == "keep"
     assert cfg.trainer.precision == "bf16-mixed" and cfg.model.gradient_checkpointing
     assert Path(cfg.data.annotation_file).name == f"stage_{experiment[-1]}.jsonl"
 

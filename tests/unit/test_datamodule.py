@@ -113,6 +113,7 @@ def test_datamodule_loads_et_bench_and_reports_counts(video_root, tmp_path):
     assert dm.report.as_metrics() == {
         "data/loaded": 2.0,
         "data/clipped": 1.0,
+        "data/kept_invalid": 0.0,
         "data/dropped": 0.0,
         "data/filtered": 1.0,
         "data/filtered/task_not_selected": 1.0,
@@ -130,3 +131,27 @@ def test_every_data_config_has_cache_dir_off(name, tmp_path):
     if "_target_" in cfg.data and cfg.data.synthetic is None:  # real datasets: instantiation reads no files
         dm = instantiate(cfg.data)
         assert dm.frames.cache_dir == f"{tmp_path}/clips"
+
+
+def test_collator_skips_prompts_that_leave_no_room(video_root, tiny_checkpoint, caplog):
+    from transformers import Qwen2_5_VLProcessor
+
+    from museg_lit.data.datamodule import PromptCollator
+
+    processor = Qwen2_5_VLProcessor.from_pretrained(tiny_checkpoint, local_files_only=True)
+    ds = GroundingDataset([_sample("ok.mp4", "0"), _sample("ok.mp4", "1")], str(video_root), FRAMES, on_error="skip")
+    items = [ds[0], {**ds[1], "sample": GroundingSample(idx="1", problem="a much longer question " * 20,
+                                                        solution=[[0.5, 1.0]], video="ok.mp4", task="tvg",
+                                                        source="a.jsonl:1")}]
+    lengths = PromptCollator(processor, "frame_selection_thinking")(items)["inputs"]["attention_mask"].sum(1).tolist()
+    assert lengths[0] < lengths[1]
+    # a cap between the two lengths: the long prompt leaves no room and is skipped, counted, named
+    batch = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=lengths[1])(items)
+    assert [s.idx for s in batch["samples"]] == ["0"]
+    assert batch["inputs"]["input_ids"].shape == (1, lengths[0])
+    ((source, why),) = batch["skipped"]
+    assert source == "a.jsonl:1" and f"prompt of {lengths[1]} tokens leaves no room" in why
+    assert "rollout.max_total_tokens" in caplog.text
+    # nothing left: no inputs, both counted
+    empty = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=lengths[0])(items)
+    assert empty["inputs"] is None and len(empty["skipped"]) == 2

@@ -64,6 +64,14 @@ def test_evs_per_second_f1_over_predicted_samples():
     assert out == {"total": 2, "failed": 1, "f1": 0.5}
 
 
+def test_evs_overlapping_predictions_count_once():
+    # gt 0-10, preds 0-10 and 5-15 overlap on 5-10. MUSEG's compute_metrics assigns pred_map[s:e] = 2:
+    # cells 0-9 tp 10, 10-14 fp 5, fn 0 -> P 10/15, R 1, F1 = 2 * 10 / (2 * 10 + 5) = 0.8.
+    # (Adding would make cells 5-9 worth 5, neither tp nor fp: tp 5, fp 5, fn 0 -> 0.6667.)
+    out = score_task("evs", rows("evs", ["0 - 10, 5 - 15"], [[0, 10]]))
+    assert out == {"total": 1, "failed": 0, "f1": 0.8}
+
+
 def test_vhd_hit_within_any_annotator():
     tgt = [[[1, 5]], [[3, 8]]]  # two annotators
     out = score_task("vhd", rows("vhd", ["The highlight is at 7.5 s", "9", "none"], tgt))

@@ -20,8 +20,10 @@
 
 Every error names the file and the line (JSONL) or list index (JSON) and the offending key.
 Segments with ``end < start``, a negative start, or an end beyond the duration follow
-``segment_policy``: ``clip`` (clip to [0, duration]; drop the sample if nothing is left),
-``drop`` (drop the sample) or ``error``. A :class:`LoadReport` counts what was loaded, clipped,
+``segment_policy``: ``keep`` (MUSEG's training files: the rewards see the raw ``solution``, so
+such segments are kept unchanged and only counted), ``clip`` (clip to [0, duration]; drop the
+sample if nothing is left), ``drop`` (drop the sample) or ``error``. Structure errors (not a list
+of numeric pairs) are errors under every policy. A :class:`LoadReport` counts what was loaded, clipped,
 dropped (bad data) and filtered (left out on purpose: task filter, E.T. Bench subset), so that
 ``loaded + dropped + filtered`` equals the records read.
 Departure from MUSEG: MUSEG's loader trusts its files; we validate because user data is not MUSEG's.
@@ -39,7 +41,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TASKS = ("tvg", "tal")
-SEGMENT_POLICIES = ("clip", "drop", "error")
+SEGMENT_POLICIES = ("keep", "clip", "drop", "error")
 ANNOTATION_FORMATS = ("auto", "museg_train", "museg_eval", "perception_test", "et_bench")
 
 # E.T. Bench task -> our task type, for the tasks whose `tgt` holds segments. Single-target tasks
@@ -91,7 +93,8 @@ class GroundingSample:
 class LoadReport:
     """Counts of what loaders kept, clipped, dropped and filtered (log them with :meth:`as_metrics`).
 
-    ``loaded`` samples were returned; ``clipped`` of them had a segment clipped. ``dropped`` counts
+    ``loaded`` samples were returned; ``clipped`` of them had a segment clipped; ``kept_invalid`` of
+    them hold such a segment unchanged (``segment_policy=keep``). ``dropped`` counts
     records rejected for bad data by reason (``bad_segment``: invalid under ``segment_policy=drop``;
     ``empty_after_clip``: nothing left after clipping); ``filtered`` counts records left out on
     purpose (``task_not_selected``, ``not_in_subset``). One report may accumulate several files.
@@ -99,6 +102,7 @@ class LoadReport:
 
     loaded: int = 0
     clipped: int = 0
+    kept_invalid: int = 0
     dropped: Counter = field(default_factory=Counter)
     filtered: Counter = field(default_factory=Counter)
 
@@ -120,6 +124,7 @@ class LoadReport:
         out = {
             f"{prefix}loaded": float(self.loaded),
             f"{prefix}clipped": float(self.clipped),
+            f"{prefix}kept_invalid": float(self.kept_invalid),
             f"{prefix}dropped": float(self.num_dropped),
             f"{prefix}filtered": float(self.num_filtered),
         }
@@ -134,7 +139,7 @@ class LoadReport:
             return f" ({', '.join(f'{k} {v}' for k, v in sorted(counter.items()))})" if counter else ""
 
         return (
-            f"loaded {self.loaded} (clipped {self.clipped}), dropped {self.num_dropped}{detail(self.dropped)}, "
+            f"loaded {self.loaded} (clipped {self.clipped}, kept invalid {self.kept_invalid}), dropped {self.num_dropped}{detail(self.dropped)}, "
             f"filtered {self.num_filtered}{detail(self.filtered)}"
         )
 
@@ -162,6 +167,10 @@ def _check_segments(
         except (TypeError, ValueError):
             raise AnnotationError(f"{where}: segment {seg!r} of key {key!r} holds a non-number") from None
         invalid = e < s or s < 0 or (duration is not None and e > duration + 1e-6)
+        if policy == "keep":  # unchanged, numbers exactly as the file has them
+            bad = bad or invalid
+            out.append([seg[0], seg[1]])
+            continue
         if invalid:
             bad = True
             if policy == "error":
@@ -179,7 +188,9 @@ def _check_segments(
         out.append([s, e])
     if not out:
         return None, "empty_after_clip"
-    if bad:
+    if bad and policy == "keep":
+        report.kept_invalid += 1
+    elif bad:
         report.clipped += 1
     return out, ""
 

@@ -120,10 +120,17 @@ class GroundingDataset(Dataset):
 
 
 class PromptCollator:
-    """Turns decoded samples into one processor batch (left-padded for generation)."""
+    """Turns decoded samples into one processor batch (left-padded for generation).
 
-    def __init__(self, processor, template: str, system_prompt: str | None = None):
+    ``max_total_tokens`` (``rollout.max_total_tokens``): a prompt of that many tokens or more leaves
+    no room to generate (MUSEG's vLLM refused such prompts); it is skipped like an undecodable
+    video, with a warning naming the sample and its length, and counted in ``data/skipped``.
+    """
+
+    def __init__(self, processor, template: str, system_prompt: str | None = None,
+                 max_total_tokens: int | None = None):
         self.processor, self.template, self.system_prompt = processor, template, system_prompt
+        self.max_total_tokens = max_total_tokens
 
     def prompt_text(self, sample: GroundingSample) -> str:
         question = render_question(sample.problem, self.template)
@@ -139,14 +146,32 @@ class PromptCollator:
             "decode_s": sum(it["decode_s"] for it in items),
             "inputs": None,
         }
-        if good:
-            batch["inputs"] = dict(encode_prompts(
-                self.processor,
-                [self.prompt_text(it["sample"]) for it in good],
-                [it["clip"].frames for it in good],
-                [it["clip"].sample_fps for it in good],
-            ))
+        inputs = self._encode(good)
+        if inputs is not None and self.max_total_tokens is not None:
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()  # [B] prompt tokens
+            fits = [n < self.max_total_tokens for n in lengths]
+            if not all(fits):
+                for it, n, ok in zip(good, lengths, fits, strict=True):
+                    if not ok:
+                        why = (f"prompt of {n} tokens leaves no room to generate under "
+                               f"rollout.max_total_tokens={self.max_total_tokens}")
+                        log.warning("skipping sample %s (%s): %s", it["sample"].idx, it["sample"].source, why)
+                        batch["skipped"].append((it["sample"].source, why))
+                good = [it for it, ok in zip(good, fits, strict=True) if ok]
+                batch["samples"] = [it["sample"] for it in good]
+                inputs = self._encode(good)
+        batch["inputs"] = inputs
         return batch
+
+    def _encode(self, items: list[dict]) -> dict | None:
+        if not items:
+            return None
+        return dict(encode_prompts(
+            self.processor,
+            [self.prompt_text(it["sample"]) for it in items],
+            [it["clip"].frames for it in items],
+            [it["clip"].sample_fps for it in items],
+        ))
 
 
 class RepeatedGroupBatchSampler(BatchSampler):
@@ -194,6 +219,9 @@ class GroundingDataModule(L.LightningDataModule):
     ``annotation_format``: ``auto`` | ``museg_train`` | ``museg_eval`` | ``perception_test`` |
     ``et_bench``; ``tasks`` / ``subset_file`` select E.T. Bench tasks and its 470-sample subset.
     After ``setup``, ``report`` holds the annotation counts (:meth:`LoadReport.as_metrics`).
+    ``max_total_tokens``: prompts that leave no room under this cap are skipped (:class:`PromptCollator`).
+    ``global_batch_size``: prompts per optimizer step over all ranks (MUSEG: 14); the builder derives
+    gradient accumulation from it (:func:`museg_lit.builders.accumulation_for`).
     """
 
     def __init__(
@@ -216,8 +244,12 @@ class GroundingDataModule(L.LightningDataModule):
         annotation_format: str = "auto",
         tasks: list[str] | None = None,
         subset_file: str | None = None,
+        max_total_tokens: int | None = None,
+        global_batch_size: int | None = None,
     ):
         super().__init__()
+        self.max_total_tokens = max_total_tokens
+        self.global_batch_size = global_batch_size  # read by the builder (gradient accumulation), kept for reference
         if on_error not in ("skip", "raise"):
             raise ValueError(f"data.on_error must be 'skip' or 'raise', got {on_error!r}")
         self.annotation_file, self.video_root, self.template = annotation_file, video_root, template
@@ -264,15 +296,18 @@ class GroundingDataModule(L.LightningDataModule):
         return ResumableDataLoader(
             self.train_set, num_workers=self.num_workers,
             batch_sampler=ResumableBatchSampler(sampler, self.batch_size, self.repeat_group, self.repeat_batches),
-            collate_fn=PromptCollator(self.processor, self.template, self.system_prompt),
+            collate_fn=self._collator(),
             persistent_workers=self.num_workers > 0,
             progress=lightning_progress(trainer) if trainer is not None else None,
         )
 
+    def _collator(self) -> PromptCollator:
+        return PromptCollator(self.processor, self.template, self.system_prompt, self.max_total_tokens)
+
     def refill_batches(self, seed: int = 1) -> Iterator[dict]:
         """Endless batches in a second random order, for DAPO's dynamic-sampling refills."""
         generator = torch.Generator().manual_seed(seed)
-        collate = PromptCollator(self.processor, self.template, self.system_prompt)
+        collate = self._collator()
         while True:
             yield from DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator,
                                   collate_fn=collate)

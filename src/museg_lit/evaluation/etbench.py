@@ -244,11 +244,14 @@ def score_task(task: str, rows: list[dict]) -> dict[str, float]:
             if pred is None:
                 failed += 1
                 continue
-            grid = np.zeros(1000, dtype=np.int64)  # one cell per second, as the reference
+            # one cell per second, as the reference: a ground-truth map (1) and a prediction map (2),
+            # each *assigned*, so overlapping predicted segments count once (MUSEG's compute_metrics)
+            gt_map, pred_map = np.zeros(1000, dtype=np.int64), np.zeros(1000, dtype=np.int64)
             for s, e in _segments(r["groundtruth"]).tolist():
-                grid[max(0, round(s)):round(e)] = 1  # Python round: half to even, like the reference
+                gt_map[max(0, round(s)):round(e)] = 1  # Python round: half to even, like the reference
             for s, e in pred:
-                grid[max(0, round(s)):round(e)] += 2
+                pred_map[max(0, round(s)):round(e)] = 2
+            grid = gt_map + pred_map
             tp, fp, fn = (int((grid == v).sum()) for v in (3, 2, 1))
             scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))  # = 2PR/(P+R)
         # quirk kept: averaged over the samples with a prediction only

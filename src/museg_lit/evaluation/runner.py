@@ -21,9 +21,10 @@ How it runs:
   a later rerun retries them.
 
 Departures from MUSEG: Hugging Face ``generate`` instead of vLLM (same greedy argmax; batched
-padding changes floating-point sums, so a rare near-tie token can differ); ``repetition_penalty``
-is forced to 1.0 because Qwen's ``generation_config.json`` sets 1.05, which vLLM 0.7.3 (MUSEG's)
-did not apply to explicit ``SamplingParams``.
+padding changes floating-point sums, so a rare near-tie token can differ). As in MUSEG, nothing of
+the checkpoint's ``generation_config.json`` (Qwen's ``repetition_penalty=1.05``, ``top_k=1``...) is
+applied, and positions follow the rule the checkpoints were trained with
+(:mod:`museg_lit.models.generation`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from museg_lit.data.annotations import AnnotationError
 from museg_lit.data.datamodule import FrameSpec, resolve_video
 from museg_lit.data.video import VideoClip, VideoDecodeError, load_video
 from museg_lit.evaluation.metrics import HEADLINE_METRIC, grounding_metrics, parse_prediction, sample_iou
+from museg_lit.models.generation import GREEDY, SpecialTokens, generate
 from museg_lit.models.processing import encode_prompts
 from museg_lit.prompts import render_question, video_messages
 
@@ -304,27 +306,16 @@ def chat_prompt(processor, question: str) -> str:
 
 @torch.no_grad()
 def generate_answers(model, processor, questions: list[str], clips: list[VideoClip], *, max_new_tokens: int) -> list[str]:
-    """Greedy completions (special tokens removed) for ``B`` templated questions about ``B`` clips."""
+    """Greedy completions (special tokens removed) for ``B`` templated questions about ``B`` clips:
+    vLLM's ``temperature=0`` (pure argmax, no repetition penalty, whatever the checkpoint's
+    ``generation_config.json`` says), positions by the checkpoints' rule
+    (:func:`museg_lit.models.generation.generate`)."""
     inputs = encode_prompts(processor, [chat_prompt(processor, q) for q in questions],
                             [c.frames for c in clips], [c.sample_fps for c in clips])
     device = next(model.parameters()).device
     inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-    gen = model.generation_config
-    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-    was_training = model.training
-    model.eval()
-    try:
-        sequences = model.generate(
-            **inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-            # pure argmax, as vLLM's temperature=0: Qwen's generation_config sets repetition_penalty
-            # 1.05 and top_k/top_p, which HF would otherwise merge in
-            repetition_penalty=1.0, temperature=None, top_p=None, top_k=None,
-            eos_token_id=[e for e in eos if e is not None], pad_token_id=processor.tokenizer.pad_token_id,
-            use_cache=True,
-        )  # [B, P+C]
-    finally:
-        model.train(was_training)
-    completions = sequences[:, inputs["input_ids"].shape[1]:]  # [B, C]
+    sampling = replace(GREEDY, max_new_tokens=max_new_tokens)
+    completions = generate(model, inputs, sampling, SpecialTokens.of(model, processor.tokenizer))  # [B, C]
     return processor.tokenizer.batch_decode(completions, skip_special_tokens=True)
 
 

@@ -32,10 +32,12 @@ Findings in transformers 5.23 (``models/qwen2_5_vl/processing_qwen2_5_vl.py``,
 * ``cap_pixels_per_frame`` (a transformers-5 resize option) is irrelevant without resizing; we
   pass ``False`` when the video processor knows the option, only to silence its warning.
 
-Departures from MUSEG's pipeline: none intended. MUSEG (transformers 4.49) called
+Relation to MUSEG's pipeline: MUSEG (transformers 4.50.0) called
 ``processor(text, videos=video_inputs, fps=fps)`` and got ``second_per_grid_ts = 2 / fps`` from the
 ``fps`` argument; we obtain the same values through ``video_metadata`` (checked in
-``tests/unit/test_processing.py``).
+``tests/unit/test_processing.py``). This module only builds the processor batch; the 3D positions
+the model sees are computed by :mod:`museg_lit.models.positions` (transformers 5.2x's own rule
+differs from 4.50's), and the remaining departures are listed in the README's "Fidelity" table.
 """
 
 from __future__ import annotations

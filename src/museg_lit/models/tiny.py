@@ -19,7 +19,10 @@ Departures from Qwen's released checkpoints (on purpose):
   LM head (as in Qwen2.5-VL-3B).
 * weights are random (seeded), so outputs are gibberish until trained; the generation config only
   sets eos (``<|im_end|>``, ``<|endoftext|>``) / pad / bos, not Qwen's sampling defaults
-  (top_k=1, top_p=0.001, repetition_penalty=1.05), which our rollout config sets explicitly.
+  (top_k=1, top_p=0.001, repetition_penalty=1.05). Either way none of a checkpoint's sampling
+  defaults reach a generate call: :mod:`museg_lit.models.generation` swaps the checkpoint's
+  config for one built from our settings (tested with Qwen's values in
+  ``tests/unit/test_generation.py``).
 * the processors use Qwen's real preprocessing values (CLIP mean/std, min_pixels 56*56,
   max_pixels 12,845,056 = 16,384 * 28 * 28) and ``do_sample_frames=False``: our own decoder
   samples and resizes frames, so the processor must not do it again (see ``processing.py``).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from museg_lit.models.generation import Sampling
 from museg_lit.rl.kl import KL_ESTIMATORS
 from museg_lit.rl.losses import AGGREGATIONS
 from museg_lit.rl.token_mask import SCOPES
@@ -58,14 +59,32 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Sampling settings of the G completions per prompt (MUSEG: G=8, temperature 0.9)."""
+    """Sampling settings of the G completions per prompt (MUSEG: G=8, temperature 0.9, vLLM
+    ``SamplingParams(temperature, max_tokens)``: no repetition penalty, no top-k / top-p).
+
+    ``max_total_tokens`` caps prompt + completion (MUSEG's vLLM ``max_model_len = 4096``): each
+    prompt may generate ``min(max_new_tokens, max_total_tokens - prompt length)`` tokens, and a
+    prompt that leaves no room is skipped by the data module. ``None`` = no cap. Nothing from the
+    checkpoint's ``generation_config.json`` is used (see :mod:`museg_lit.models.generation`).
+    """
 
     num_generations: int = 8
     max_new_tokens: int = 4096
     temperature: float = 0.9
     top_p: float = 1.0
     top_k: int | None = None
+    repetition_penalty: float = 1.0
+    max_total_tokens: int | None = None
 
     def __post_init__(self):
         if self.num_generations < 2:
             raise ValueError("rollout.num_generations must be >= 2: group-relative advantages need a group")
+        if self.temperature <= 0:
+            raise ValueError("rollout.temperature must be > 0: a group of greedy completions has no variance")
+        if self.max_new_tokens < 1 or (self.max_total_tokens is not None and self.max_total_tokens < 2):
+            raise ValueError("rollout.max_new_tokens must be >= 1 and rollout.max_total_tokens >= 2 (or null)")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                        top_k=self.top_k, repetition_penalty=self.repetition_penalty)

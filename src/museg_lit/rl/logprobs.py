@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from museg_lit.models.positions import sequence_positions
+
 
 def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
     """``log_softmax(logits)[..., index]`` without the full log-softmax tensor.
@@ -41,12 +43,12 @@ def completion_logprobs(
     c = completion_ids.shape[1]
     input_ids = torch.cat([prompt_inputs["input_ids"], completion_ids], dim=1)  # [N, P+C]
     attention_mask = torch.cat([prompt_inputs["attention_mask"], completion_mask.to(prompt_inputs["attention_mask"].dtype)], dim=1)  # [N, P+C]
-    extra = {k: v for k, v in prompt_inputs.items() if k not in ("input_ids", "attention_mask")}
-    if "mm_token_type_ids" in extra:  # transformers 5: per-token modality (0 = text) drives M-RoPE
-        extra["mm_token_type_ids"] = torch.cat(
-            [extra["mm_token_type_ids"], extra["mm_token_type_ids"].new_zeros(completion_ids.shape)], dim=1
-        )  # [N, P+C]
-    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=c + 1, use_cache=False, **extra)
+    # the positions generation used (museg_lit.models.positions), never the library's own rule;
+    # mm_token_type_ids only feeds that rule, so it is not passed
+    position_ids = sequence_positions(model, prompt_inputs, c)  # [3, N, P+C]
+    extra = {k: v for k, v in prompt_inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                logits_to_keep=c + 1, use_cache=False, **extra)
     logits = out.logits[:, :-1, :]  # [N, C, V]: position t predicts token t+1
     if temperature != 1.0:
         logits = logits / temperature

@@ -1,0 +1,160 @@
+"""The one place where the platform calls ``generate``: sampling settings, stop tokens, 3D positions.
+
+Training rollouts (:mod:`museg_lit.rl.rollout`), evaluation (:mod:`museg_lit.evaluation.runner`)
+and the training-time eval callback all come through :func:`generate`, so they share:
+
+* **Only our sampling settings.** Hugging Face merges the checkpoint's ``generation_config.json``
+  into every call (Qwen2.5-VL's sets ``repetition_penalty=1.05``, ``top_k=1``, ``top_p=0.001``,
+  ``temperature=0.1``) and fills unset fields with library defaults (``top_k=50``). MUSEG sampled
+  with vLLM ``SamplingParams(temperature, max_tokens)``: no repetition penalty, no top-k/top-p.
+  :func:`generation_config` sets every sampling field from :class:`Sampling`, and the checkpoint's
+  config is swapped out for ours during the call, so nothing else can leak in.
+* **Stop tokens** looked up once (:class:`SpecialTokens`).
+* **Positions by the checkpoints' rule** (:mod:`museg_lit.models.positions`), passed explicitly;
+  Hugging Face then extends them by one per generated token, which equals ``prompt max + 1 + k``
+  because every prompt ends with text (checked).
+* **Per-row completion budgets** (``prompt + completion <= max_total_tokens``, MUSEG's vLLM
+  ``max_model_len``): a stopping criterion ends each row at its own budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from museg_lit.models.positions import prompt_positions
+
+__all__ = ["GREEDY", "Sampling", "SpecialTokens", "generate", "generation_config"]
+
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens. ``temperature == 0`` is greedy (vLLM's convention); ``top_k`` None or 0
+    and ``top_p`` 1.0 are off; ``repetition_penalty`` 1.0 is off."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+GREEDY = Sampling(max_new_tokens=512, temperature=0.0)  # MUSEG's evaluation protocol
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Stop, pad and never-sample token ids of a checkpoint."""
+
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    vision_token_ids: tuple[int, ...] = ()  # suppressed in training rollouts
+
+    @classmethod
+    def of(cls, model, tokenizer) -> SpecialTokens:
+        """EOS ids from the checkpoint's generation config (a stop list is not a sampling default),
+        else the tokenizer's; pad from the tokenizer."""
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos = eos if isinstance(eos, (list, tuple)) else [eos if eos is not None else tokenizer.eos_token_id]
+        vocab = tokenizer.get_vocab()
+        vision = tuple(int(vocab[t]) for t in VISION_TOKENS if t in vocab)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+        return cls(tuple(int(e) for e in eos if e is not None), int(pad), vision)
+
+
+def generation_config(sampling: Sampling, tokens: SpecialTokens, *, suppress_vision: bool = False) -> GenerationConfig:
+    """A complete ``GenerationConfig``: every field that shapes the distribution is set from ``sampling``."""
+    sample = not sampling.greedy
+    return GenerationConfig(
+        max_new_tokens=sampling.max_new_tokens,
+        do_sample=sample,
+        num_beams=1,
+        temperature=sampling.temperature if sample else 1.0,
+        top_p=sampling.top_p if sample else 1.0,
+        top_k=(sampling.top_k or 0) if sample else 0,  # 0 = off (None would become the library's 50)
+        min_p=None,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=sampling.repetition_penalty,
+        no_repeat_ngram_size=0,
+        length_penalty=1.0,
+        eos_token_id=list(tokens.eos_token_ids),
+        pad_token_id=tokens.pad_token_id,
+        suppress_tokens=list(tokens.vision_token_ids) if suppress_vision and tokens.vision_token_ids else None,
+        use_cache=True,
+    )
+
+
+class RowBudget(StoppingCriteria):
+    """Stops row ``i`` once it has ``budgets[i]`` new tokens (``budgets`` ``[N]``)."""
+
+    def __init__(self, prompt_length: int, budgets: Tensor):
+        self.prompt_length, self.budgets = prompt_length, budgets
+
+    def __call__(self, input_ids: Tensor, scores, **kwargs) -> Tensor:
+        return (input_ids.shape[1] - self.prompt_length) >= self.budgets.to(input_ids.device)  # [N] bool
+
+
+def _hf_model(model):
+    """The module that owns ``generation_config`` (peft wraps it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextmanager
+def _only(model, config: GenerationConfig) -> Iterator[None]:
+    """Inside, the checkpoint's generation config *is* ``config``: HF has nothing else to merge in.
+    The model is in eval mode (no dropout) and restored afterwards."""
+    target = _hf_model(model)
+    saved, was_training = target.generation_config, model.training
+    target.generation_config = config
+    model.eval()
+    try:
+        yield
+    finally:
+        target.generation_config = saved
+        model.train(was_training)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    inputs: dict[str, Tensor],
+    sampling: Sampling,
+    tokens: SpecialTokens,
+    *,
+    budgets: Tensor | None = None,
+    suppress_vision: bool = False,
+    synced_gpus: bool | None = None,
+) -> Tensor:
+    """Completion ids ``[N, C]`` (right-padded with ``tokens.pad_token_id``) for a left-padded batch.
+
+    ``budgets`` ``[N]``: new tokens allowed per row (default ``sampling.max_new_tokens`` for all);
+    a row stops at its budget, the batch at the largest one. ``synced_gpus``: HF's lock-step switch
+    for forwards that issue collectives (None lets transformers decide).
+    """
+    positions = prompt_positions(model, inputs)  # [3, N, P], [N]
+    # HF extends explicit positions by (last column + 1) per step: right only if the prompt ends
+    # with its largest position, i.e. with text (a chat prompt ends with "<|im_start|>assistant\n")
+    if not torch.equal(positions.position_ids[:, :, -1].amax(0) + 1, positions.next_position):
+        raise ValueError("every prompt must end with text (the generation prompt), not with a video")
+    config = generation_config(sampling, tokens, suppress_vision=suppress_vision)
+    criteria = None
+    if budgets is not None:
+        config.max_new_tokens = int(budgets.max())
+        criteria = StoppingCriteriaList([RowBudget(inputs["input_ids"].shape[1], budgets)])
+    with _only(model, config):
+        sequences = model.generate(**inputs, position_ids=positions.position_ids, generation_config=config,
+                                   stopping_criteria=criteria, synced_gpus=synced_gpus)  # [N, P+C]
+    return sequences[:, inputs["input_ids"].shape[1]:]  # [N, C]
