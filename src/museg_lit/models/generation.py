@@ -67,8 +67,10 @@ class SpecialTokens:
         else the tokenizer's; pad from the tokenizer."""
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = eos if isinstance(eos, (list, tuple)) else [eos if eos is not None else tokenizer.eos_token_id]
-        vocab = tokenizer.get_vocab()
-        vision = tuple(int(vocab[t]) for t in VISION_TOKENS if t in vocab)
+        # convert_tokens_to_ids, not get_vocab(): the latter copies a 150k-entry dict per call, and
+        # evaluation looks the ids up once per batch
+        found = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
+        vision = tuple(int(i) for i in found if i is not None and i != tokenizer.unk_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
         return cls(tuple(int(e) for e in eos if e is not None), int(pad), vision)
 
