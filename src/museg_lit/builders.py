@@ -108,6 +108,10 @@ def build_training(cfg: DictConfig) -> TrainingRun:
     ``data.global_batch_size`` and the trainer's process count (:func:`accumulation_for`).
     """
     spec = instantiate(cfg.model)
+    if cfg.rollout.get("share_prefix", True) and spec.attn_implementation.startswith("flash"):
+        raise ConfigError(f"rollout.share_prefix=true packs each prompt with its completions under a block mask, "
+                          f"which model.attn_implementation={spec.attn_implementation} cannot take: use "
+                          f"model.attn_implementation=sdpa, or rollout.share_prefix=false")
     processor = load_processor(spec)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)

@@ -10,6 +10,12 @@ rollout and reuses it for that many steps (the data module repeats each group of
 clipping against the rollout-time log-probs; DAPO's dynamic sampling drops zero-variance groups and
 refills from further batches; token-aware KL gives timestamp tokens their own beta.
 
+Shared prefix (``rollout.share_prefix``, default on): a rollout keeps its B prompts once; the
+vision tower and the prompt run once per prompt in generation (one prefill, KV cache repeated to
+the G rows) and in every log-prob pass (the prompt packed with its G completions), with the same
+numbers as G prompt copies (:mod:`museg_lit.rl.logprobs`). With a frozen vision tower the
+prefill's vision features serve every later pass of the step (:attr:`GRPOModule.reuses_vision_features`).
+
 Multi-process (``trainer=fsdp``, :mod:`museg_lit.distributed`): ``configure_model`` shards policy
 and reference with FSDP2 (``fully_shard`` per decoder layer and vision block, then the root); the
 policy is unsharded once per rollout so that decoding issues no collective and ranks may finish at
@@ -50,7 +56,7 @@ from museg_lit.models.generation import SpecialTokens
 from museg_lit.models.lora import reference_context
 from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
-from museg_lit.rl.logprobs import completion_logprobs
+from museg_lit.rl.logprobs import rollout_logprobs
 from museg_lit.rl.losses import policy_loss
 from museg_lit.rl.rollout import Rollout, generate_rollout, select_rollout
 from museg_lit.rl.sampling import informative_groups, mask_truncated, rows_of_groups
@@ -201,10 +207,25 @@ class GRPOModule(L.LightningModule):
             yield
 
     # ---- rollout and scoring ----
+    @property
+    def reuses_vision_features(self) -> bool:
+        """Whether the vision features of the shared prefill serve every later pass of the step.
+
+        Exact, not an approximation, when the vision tower is frozen (``model.freeze_vision``):
+        its weights then never change, so the policy computes the same features in generation,
+        in the old-policy pass and in the policy pass (the features need no gradient: nothing
+        upstream of them trains); the reference is loaded from the same checkpoint (or is the
+        same LoRA-wrapped model, whose adapters never touch a frozen vision tower) and computes
+        in the same dtype (fp32, the same autocast, or FSDP's bf16 all-gather of the same
+        weights), so its features are those numbers too. A trainable vision tower is re-run in
+        every pass: once per prompt (packed), never once per completion.
+        """
+        return self.rollout_cfg.share_prefix and self.spec.freeze_vision
+
     def _logprobs(self, model, ro: Rollout) -> Tensor:
+        """Per-token log-probs ``[B*G, C]`` of the rollout's completions under ``model``."""
         temperature = self.rollout_cfg.temperature if self.algo.logprobs_at_temperature else 1.0
-        return completion_logprobs(model, ro.prompt_inputs, ro.completion_ids, ro.completion_mask,
-                                   temperature=temperature)  # [N, C]
+        return rollout_logprobs(model, ro, share_prefix=self.rollout_cfg.share_prefix, temperature=temperature)
 
     def _score(self, batch: dict, timings: dict) -> ScoredRollout:
         # g = G / generation_split completions per prompt on this rank (all G when groups live on one rank)
@@ -216,6 +237,7 @@ class GRPOModule(L.LightningModule):
                 self.policy, self.processor.tokenizer, batch["inputs"], num_generations=g,
                 sampling=self.rollout_cfg.sampling, tokens=self.tokens,
                 max_total_tokens=self.rollout_cfg.max_total_tokens, synced_gpus=False if self.sharded else None,
+                share_prefix=self.rollout_cfg.share_prefix, keep_video_features=self.reuses_vision_features,
             )
         with self._timed("reward_s", timings):
             solution = [s.solution for s in samples for _ in range(g)]
@@ -260,7 +282,7 @@ class GRPOModule(L.LightningModule):
         total = scored.rewards.total[rows]
         per_fn = {k: v[rows] for k, v in scored.rewards.per_function.items()}
         return replace(
-            scored, rollout=select_rollout(scored.rollout, dev_rows),
+            scored, rollout=select_rollout(scored.rollout, keep_groups.to(self.device)),
             samples=[s for s, k in zip(scored.samples, keep_groups.tolist(), strict=True) if k],
             rewards=RewardOutput(total, per_fn, scored.rewards.phase), group_std=scored.group_std[keep_groups],
             advantages=scored.advantages[dev_rows], loss_mask=scored.loss_mask[dev_rows],

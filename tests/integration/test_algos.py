@@ -86,3 +86,32 @@ def test_lora_trains_adapters_only_and_reference_is_the_base(freeze_vision, tmp_
     with torch.no_grad():
         assert torch.allclose(ref_logits, base(input_ids=ids).logits, atol=1e-5)
         assert not torch.allclose(policy(input_ids=ids).logits, ref_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize(("share_prefix", "freeze_vision", "policy_passes", "reference_passes"), [
+    (True, False, 2, 1),  # generation + policy pass; reference pass: each once per prompt
+    (True, True, 1, 0),  # frozen tower: the prefill's features serve the reference and the policy pass
+    (False, False, 2 * 4, 4),  # the repeated comparison path: once per completion (G = 4)
+])
+def test_vision_tower_runs_once_per_prompt_per_pass(share_prefix, freeze_vision, policy_passes, reference_passes,
+                                                    tmp_path, synthetic_data, tiny_checkpoint):
+    cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "rollout.max_new_tokens=6",
+                             "rollout.num_generations=4", "trainer.max_steps=2", f"rollout.share_prefix={share_prefix}",
+                             f"model.freeze_vision={freeze_vision}"))
+    run = _run(cfg, length_variance_reward)
+    run.module.configure_model()
+    patches = {"batch": 0, "policy": 0, "reference": 0}
+    for name in ("policy", "reference"):
+        visual = getattr(run.module, name).model.visual
+        visual.register_forward_pre_hook(lambda mod, args, name=name: patches.__setitem__(name, patches[name] + args[0].shape[0]))
+    score = run.module._score
+
+    def counted(batch, timings):
+        patches["batch"] += batch["inputs"]["pixel_values_videos"].shape[0]
+        return score(batch, timings)
+
+    run.module._score = counted
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert patches["batch"] > 0 and torch.isfinite(run.trainer.callback_metrics["train/loss"])
+    assert patches["policy"] == policy_passes * patches["batch"]
+    assert patches["reference"] == reference_passes * patches["batch"]

@@ -85,6 +85,7 @@ def _worker(out: Path, checkpoint: Path, data: Path, tag: str, trainer: str = "f
     module = run.module
     module.rollout_cfg = replace(module.rollout_cfg, max_new_tokens=MAX_NEW_TOKENS[rank])
     scored: list[dict] = []
+    rollouts: list = []
     initial: dict = {}
     score = module._score
 
@@ -92,6 +93,7 @@ def _worker(out: Path, checkpoint: Path, data: Path, tag: str, trainer: str = "f
         if not scored:  # first step, before any update: the sharded initial weights (rank 0 gets them)
             initial.update({k: v.clone() for k, v in _full_state(module.policy).items()})
         result = score(batch, timings)
+        rollouts.append(result.rollout)
         scored.append({
             "idx": [s.idx for s in result.samples], "rewards": result.rewards.total.clone(),
             "advantages": result.advantages.detach().cpu().clone(), "width": result.rollout.completion_ids.shape[1],
@@ -102,6 +104,7 @@ def _worker(out: Path, checkpoint: Path, data: Path, tag: str, trainer: str = "f
     module._score = recording_score
     run.trainer.fit(module, datamodule=run.datamodule)
 
+    equality = _shared_prefix_equality(module, rollouts[0])
     policy, reference = module.policy, module.reference
     # after the optimizer step every FSDP unit is resharded: each rank holds its DTensor shards only
     local_numel = sum(p.to_local().numel() for p in policy.parameters())
@@ -132,10 +135,34 @@ def _worker(out: Path, checkpoint: Path, data: Path, tag: str, trainer: str = "f
         "policy_dtypes": {p.dtype for p in policy.parameters()},
         "reference_dtypes": None if reference is None else {p.dtype for p in reference.parameters()},
         "probe": probe,
+        "shared_prefix": equality,
     }
     if rank == 0:
         result["full_state"], result["initial_state"] = full, initial
     torch.save(result, out / f"{tag}_rank{rank}.pt")
+
+
+def _shared_prefix_equality(module, rollout) -> dict:
+    """The same rollout through both log-prob layouts (packed shared prefix vs G prompt copies) on
+    the sharded policy: per-token log-prob and local gradient-shard differences. Dropout (LoRA's)
+    is switched off: the two layouts would draw different masks."""
+    for m in module.policy.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    mask = rollout.completion_mask
+    out = {}
+    for share in (False, True):
+        module.rollout_cfg = replace(module.rollout_cfg, share_prefix=share)
+        module.policy.zero_grad(set_to_none=True)
+        logp = module._logprobs(module.policy, rollout)  # a collective forward + backward on every rank
+        ((logp * mask).sum() / mask.sum()).backward()
+        out[share] = (logp.detach().float(), {n: p.grad.to_local().detach().float().clone()
+                                              for n, p in module.policy.named_parameters() if p.grad is not None})
+    module.policy.zero_grad(set_to_none=True)
+    (repeated, g_rep), (shared, g_sh) = out[False], out[True]
+    rel = max(float((g_rep[n] - g_sh[n]).norm() / g_rep[n].norm().clamp_min(1e-8)) for n in g_rep if g_rep[n].numel())
+    return {"logp_diff": float((repeated - shared)[mask.bool()].abs().max()), "grad_rel": rel,
+            "same_params": g_rep.keys() == g_sh.keys(), "num_generations": rollout.num_generations}
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -275,6 +302,17 @@ def test_fsdp_split_groups_match_one_rank_advantages(fsdp_results):
         expected = group_advantages(union, 4).advantages.view(b, 4)  # [B, 4]
         assert torch.allclose(s0["advantages"], expected[:, :2].reshape(-1), atol=1e-6)
         assert torch.allclose(s1["advantages"], expected[:, 2:].reshape(-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("tag", ["split1", "split2", "lora"])
+def test_fsdp_shared_prefix_equals_repeated_prompts(fsdp_results, tag):
+    """Under FSDP2 (fp32), with activation checkpointing (split2, G/2 = 2 completions per rank) and
+    LoRA: packed shared-prefix log-probs and gradients equal those of G prompt copies."""
+    for rank in (0, 1):
+        eq = fsdp_results[tag][rank]["shared_prefix"]
+        assert eq["same_params"] and eq["num_generations"] == (2 if tag == "split2" else 4)
+        assert eq["logp_diff"] < 1e-4, (tag, rank, eq)
+        assert eq["grad_rel"] < 1e-3, (tag, rank, eq)
 
 
 if __name__ == "__main__":

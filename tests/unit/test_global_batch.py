@@ -44,3 +44,10 @@ def test_without_a_global_batch_the_accumulation_stands(tmp_path, tiny_checkpoin
     cfg = _stage1(tmp_path, tiny_checkpoint, synthetic_data, "data.global_batch_size=null",
                   "trainer.accumulate_grad_batches=3")
     assert build_training(cfg).trainer.accumulate_grad_batches == 3
+
+
+def test_shared_prefix_with_flash_attention_is_a_config_error(tmp_path, tiny_checkpoint, synthetic_data):
+    """The packed log-prob pass needs a block mask; flash-attn kernels take none (sdpa / eager do)."""
+    cfg = _stage1(tmp_path, tiny_checkpoint, synthetic_data, "model.attn_implementation=flash_attention_2")
+    with pytest.raises(ConfigError, match="rollout.share_prefix=false"):
+        build_training(cfg)

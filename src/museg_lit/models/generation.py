@@ -15,6 +15,11 @@ and the training-time eval callback all come through :func:`generate`, so they s
   because every prompt ends with text (checked).
 * **Per-row completion budgets** (``prompt + completion <= max_total_tokens``, MUSEG's vLLM
   ``max_model_len``): a stopping criterion ends each row at its own budget.
+* **One prefix per prompt** (:func:`generate_groups`, training rollouts): the G completions of a
+  prompt share its prefix. The prompt (vision tower included) is prefilled once, the KV cache is
+  repeated to the G rows, and Hugging Face decodes from there exactly as it would have after its
+  own prefill of G copies (same logits, so greedy and seeded sampling give the same tokens; tested).
+  The prefill covers all but the prompt's last token (text), which HF feeds as its first step.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from museg_lit.models.batch import repeat_visual_batch
 from museg_lit.models.positions import prompt_positions
 
-__all__ = ["GREEDY", "Sampling", "SpecialTokens", "generate", "generation_config"]
+__all__ = ["GREEDY", "Generated", "Sampling", "SpecialTokens", "generate", "generate_groups", "generation_config"]
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -129,6 +136,14 @@ def _only(model, config: GenerationConfig) -> Iterator[None]:
         model.train(was_training)
 
 
+class Generated(NamedTuple):
+    completion_ids: Tensor  # [B*G, C] prompt-major, right-padded with the pad id
+    video_features: tuple[Tensor, ...] | None  # per prompt, merged vision-tower output (shared prefill only)
+
+
+_TEXT_ONLY = ("input_ids", "attention_mask")
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -146,7 +161,30 @@ def generate(
     a row stops at its budget, the batch at the largest one. ``synced_gpus``: HF's lock-step switch
     for forwards that issue collectives (None lets transformers decide).
     """
-    positions = prompt_positions(model, inputs)  # [3, N, P], [N]
+    return generate_groups(model, inputs, sampling, tokens, num_generations=1, budgets=budgets,
+                           suppress_vision=suppress_vision, synced_gpus=synced_gpus, share_prefix=False).completion_ids
+
+
+@torch.no_grad()
+def generate_groups(
+    model,
+    inputs: dict[str, Tensor],
+    sampling: Sampling,
+    tokens: SpecialTokens,
+    *,
+    num_generations: int,
+    budgets: Tensor | None = None,
+    suppress_vision: bool = False,
+    synced_gpus: bool | None = None,
+    share_prefix: bool = True,
+) -> Generated:
+    """``num_generations`` (G) completions for each of the B prompts of ``inputs``, prompt-major.
+
+    ``share_prefix``: prefill each prompt once and repeat its KV cache (the vision tower runs B
+    times, not B*G); ``False`` repeats the prompts first (the path every peer takes). ``budgets``
+    ``[B*G]``; see :func:`generate` for the rest.
+    """
+    positions = prompt_positions(model, inputs)  # [3, B, P], [B]
     # HF extends explicit positions by (last column + 1) per step: right only if the prompt ends
     # with its largest position, i.e. with text (a chat prompt ends with "<|im_start|>assistant\n")
     if not torch.equal(positions.position_ids[:, :, -1].amax(0) + 1, positions.next_position):
@@ -156,7 +194,21 @@ def generate(
     if budgets is not None:
         config.max_new_tokens = int(budgets.max())
         criteria = StoppingCriteriaList([RowBudget(inputs["input_ids"].shape[1], budgets)])
+    g, prompt_length = num_generations, inputs["input_ids"].shape[1]
+    position_ids = positions.position_ids.repeat_interleave(g, dim=1)  # [3, B*G, P]
+    features, extra = None, {}
     with _only(model, config):
-        sequences = model.generate(**inputs, position_ids=positions.position_ids, generation_config=config,
-                                   stopping_criteria=criteria, synced_gpus=synced_gpus)  # [N, P+C]
-    return sequences[:, inputs["input_ids"].shape[1]:]  # [N, C]
+        if share_prefix:
+            prefix = model(**{k: v[:, :-1] for k, v in inputs.items() if k in _TEXT_ONLY},
+                           position_ids=positions.position_ids[..., :-1], use_cache=True, logits_to_keep=1,
+                           **{k: v for k, v in inputs.items() if k not in _TEXT_ONLY + ("mm_token_type_ids",)})
+            prefix.cache.batch_repeat_interleave(g)  # [B, ...] -> [B*G, ...] per layer
+            video = getattr(prefix, "video_outputs", None)
+            features = tuple(video.pooler_output) if video is not None else None
+            rows = {k: inputs[k].repeat_interleave(g, dim=0) for k in _TEXT_ONLY}  # [B*G, P]; the video is cached
+            extra = {"cache": prefix.cache}
+        else:
+            rows = repeat_visual_batch(inputs, g)
+        sequences = model.generate(**rows, position_ids=position_ids, generation_config=config,
+                                   stopping_criteria=criteria, synced_gpus=synced_gpus, **extra)  # [B*G, P+C]
+    return Generated(sequences[:, prompt_length:], features)

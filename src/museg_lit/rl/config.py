@@ -66,6 +66,11 @@ class RolloutConfig:
     prompt may generate ``min(max_new_tokens, max_total_tokens - prompt length)`` tokens, and a
     prompt that leaves no room is skipped by the data module. ``None`` = no cap. Nothing from the
     checkpoint's ``generation_config.json`` is used (see :mod:`museg_lit.models.generation`).
+
+    ``share_prefix`` (default): each prompt and its video are encoded once per pass, shared by its
+    G completions in generation (one prefill, KV cache repeated) and in every log-prob pass
+    (packed ``[P | C_1 .. C_G]``); the same numbers as repeating the prompt G times, which
+    ``False`` does (for comparison; :mod:`museg_lit.rl.logprobs`).
     """
 
     num_generations: int = 8
@@ -75,6 +80,7 @@ class RolloutConfig:
     top_k: int | None = None
     repetition_penalty: float = 1.0
     max_total_tokens: int | None = None
+    share_prefix: bool = True
 
     def __post_init__(self):
         if self.num_generations < 2:

@@ -1,11 +1,12 @@
-"""Rollout: sample G completions per prompt with HF ``generate`` and mask them.
+"""Rollout: sample G completions per prompt and mask them.
 
-The prompt batch is expanded to G rows per prompt *before* generation (prompt-major order, the
-layout :func:`museg_lit.rl.advantages.group_advantages` expects), so the same expanded inputs serve
-generation and the log-prob passes. Generation itself goes through
-:func:`museg_lit.models.generation.generate` (sampling settings, positions, budgets).
-Departure from the DESIGN target: the vision tower still runs once per row in ``generate`` (G
-times per prompt); sharing it is future work (see README).
+A :class:`Rollout` keeps the B prompts **once** (``prompt_inputs``, with ``num_generations`` = G
+recorded) and the completions prompt-major ``[B*G, C]`` (the layout
+:func:`museg_lit.rl.advantages.group_advantages` expects). Generation goes through
+:func:`museg_lit.models.generation.generate_groups`: with ``share_prefix`` each prompt (vision
+tower included) is prefilled once and its KV cache shared by its G rows; the log-prob passes pack
+each prompt with its G completions (:mod:`museg_lit.rl.logprobs`). Nothing is ever expanded to
+G copies of the video unless ``share_prefix=False`` asks for the repeated comparison path.
 """
 
 from __future__ import annotations
@@ -15,64 +16,47 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from museg_lit.models.generation import Sampling, SpecialTokens, generate
+from museg_lit.models.batch import repeat_visual_batch, select_visual_rows
+from museg_lit.models.generation import Sampling, SpecialTokens, generate_groups
+
+__all__ = ["Rollout", "completion_budgets", "completion_mask", "generate_rollout", "repeat_visual_batch",
+           "select_rollout", "select_visual_rows"]
 
 
 @dataclass(frozen=True)
 class Rollout:
-    prompt_inputs: dict[str, Tensor]  # expanded: input_ids/attention_mask [N, P], visual tensors
-    completion_ids: Tensor  # [N, C]
-    completion_mask: Tensor  # [N, C] 1 up to and including the first EOS
-    truncated: Tensor  # [N] bool: no EOS within max_new_tokens
-    texts: list[str]  # N decoded completions (special tokens removed)
+    prompt_inputs: dict[str, Tensor]  # B prompts once: input_ids/attention_mask [B, P], visual tensors
+    completion_ids: Tensor  # [B*G, C] prompt-major
+    completion_mask: Tensor  # [B*G, C] 1 up to and including the first EOS
+    truncated: Tensor  # [B*G] bool: no EOS within the row's budget
+    texts: list[str]  # B*G decoded completions (special tokens removed)
+    num_generations: int = 1  # G: completion rows per prompt
+    # [B] merged vision-tower outputs from the shared prefill, kept only where later passes may
+    # reuse them (frozen vision tower; see museg_lit.module)
+    video_features: tuple[Tensor, ...] | None = None
+
+    @property
+    def expanded_inputs(self) -> dict[str, Tensor]:
+        """One prompt copy per completion row (the repeated log-prob path)."""
+        return repeat_visual_batch(self.prompt_inputs, self.num_generations)
 
 
-def repeat_visual_batch(inputs: dict[str, Tensor], repeats: int) -> dict[str, Tensor]:
-    """Repeat every prompt ``repeats`` times, prompt-major, including the flattened video patches.
-
-    ``pixel_values_videos`` is ``[sum_i T_i*H_i*W_i, D]`` (patches of all videos concatenated), so
-    it is split per video with ``video_grid_thw`` before repeating.
-    """
-    if repeats == 1:
-        return dict(inputs)
-    out: dict[str, Tensor] = {}
-    for key, value in inputs.items():
-        if key == "pixel_values_videos":
-            sizes = inputs["video_grid_thw"].prod(dim=-1).tolist()  # patches per video
-            chunks = torch.split(value, sizes, dim=0)
-            out[key] = torch.cat([c for c in chunks for _ in range(repeats)], dim=0)  # [G*sum, D]
-        elif isinstance(value, Tensor):
-            out[key] = value.repeat_interleave(repeats, dim=0)  # [B*G, ...]
-        else:
-            out[key] = value
-    return out
-
-
-def select_visual_rows(inputs: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
-    """Keep the rows ``rows`` (bool ``[N]``) of an expanded batch, video patches included."""
+def select_rollout(rollout: Rollout, groups: Tensor) -> Rollout:
+    """The sub-rollout of the prompts ``groups`` (bool ``[B]``) and their G completions each."""
+    g = rollout.num_generations
+    rows = groups.repeat_interleave(g)  # [B*G]
     keep = rows.nonzero().squeeze(1).tolist()
-    out: dict[str, Tensor] = {}
-    for key, value in inputs.items():
-        if key == "pixel_values_videos":
-            sizes = inputs["video_grid_thw"].prod(dim=-1).tolist()
-            chunks = torch.split(value, sizes, dim=0)
-            out[key] = torch.cat([chunks[i] for i in keep], dim=0)  # [sum over kept rows, D]
-        elif isinstance(value, Tensor):
-            out[key] = value[rows]
-        else:
-            out[key] = value
-    return out
-
-
-def select_rollout(rollout: Rollout, rows: Tensor) -> Rollout:
-    """The sub-rollout of rows ``rows`` (bool ``[N]``)."""
-    keep = rows.nonzero().squeeze(1).tolist()
+    features = rollout.video_features
+    if features is not None:
+        features = tuple(f for f, k in zip(features, groups.tolist(), strict=True) if k)
     return Rollout(
-        select_visual_rows(rollout.prompt_inputs, rows),
+        select_visual_rows(rollout.prompt_inputs, groups),
         rollout.completion_ids[rows],
         rollout.completion_mask[rows],
         rollout.truncated[rows],
         [rollout.texts[i] for i in keep],
+        g,
+        features,
     )
 
 
@@ -121,6 +105,8 @@ def generate_rollout(
     tokens: SpecialTokens | None = None,
     max_total_tokens: int | None = None,
     synced_gpus: bool | None = None,
+    share_prefix: bool = True,
+    keep_video_features: bool = False,
     max_new_tokens: int | None = None,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -137,7 +123,9 @@ def generate_rollout(
     completion would be taken for a visual slot by the log-prob forward pass and break it (MUSEG
     dropped such tokens from vLLM's output instead). ``synced_gpus``: see
     :func:`museg_lit.models.generation.generate`; under FSDP the module unshards the policy first
-    and passes ``False`` (see :mod:`museg_lit.distributed.sharding`).
+    and passes ``False`` (see :mod:`museg_lit.distributed.sharding`). ``share_prefix``: one
+    prefill per prompt (default) or G copies; ``keep_video_features`` stores the prefill's vision
+    features in the rollout for later passes to reuse.
 
     The DESIGN keywords (``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``,
     ``eos_token_ids``, ``pad_token_id``, ``suppress_token_ids``) still work and build ``sampling``
@@ -151,14 +139,16 @@ def generate_rollout(
         if eos_token_ids is None or pad_token_id is None:
             raise TypeError("generate_rollout needs tokens= (or eos_token_ids= and pad_token_id=)")
         tokens = SpecialTokens(tuple(eos_token_ids), int(pad_token_id), tuple(suppress_token_ids or ()))
-    expanded = repeat_visual_batch(prompt_inputs, num_generations)
-    budgets = completion_budgets(expanded["attention_mask"], sampling.max_new_tokens, max_total_tokens)  # [N]
+    g = num_generations
+    prompt_mask = prompt_inputs["attention_mask"]  # [B, P]
+    budgets = completion_budgets(prompt_mask, sampling.max_new_tokens, max_total_tokens).repeat_interleave(g)  # [B*G]
     if bool((budgets < 1).any()):
-        raise ValueError(f"a prompt of {int(expanded['attention_mask'].sum(1).max())} tokens leaves no room under "
+        raise ValueError(f"a prompt of {int(prompt_mask.sum(1).max())} tokens leaves no room under "
                          f"max_total_tokens={max_total_tokens} (the data module skips such prompts)")
-    completion_ids = generate(model, expanded, sampling, tokens, budgets=budgets, suppress_vision=True,
-                              synced_gpus=synced_gpus)  # [N, C]
-    mask, truncated = completion_mask(completion_ids, tokens.eos_token_ids, budgets)
-    completion_ids = completion_ids.masked_fill(mask == 0, tokens.pad_token_id)
+    out = generate_groups(model, prompt_inputs, sampling, tokens, num_generations=g, budgets=budgets,
+                          suppress_vision=True, synced_gpus=synced_gpus, share_prefix=share_prefix)
+    mask, truncated = completion_mask(out.completion_ids, tokens.eos_token_ids, budgets)
+    completion_ids = out.completion_ids.masked_fill(mask == 0, tokens.pad_token_id)  # [B*G, C]
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Rollout(expanded, completion_ids, mask, truncated, texts)
+    features = out.video_features if keep_video_features else None
+    return Rollout(dict(prompt_inputs), completion_ids, mask, truncated, texts, g, features)
