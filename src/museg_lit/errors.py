@@ -1,8 +1,30 @@
-"""User errors that are not about a file: a config value to change. The message names the key and
-what to do; entry points print it as one line (``error: ...``) and exit with status 2."""
+"""User errors: a config value to change, or a file to fix. Entry points print them as one line,
+``error: <where>: <what>``, and exit with status 2; tracebacks are for real bugs."""
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+USER_ERROR_EXIT = 2
 
 
 class ConfigError(ValueError):
     """A config value (or combination) that cannot work; the message names the key(s)."""
+
+
+def user_error_of(exc: BaseException) -> BaseException | None:
+    """The user error behind ``exc``: ``exc`` itself, or the ``ConfigError`` a Hydra
+    ``InstantiationException`` wraps (typed configs check their values when built); else None."""
+    if isinstance(exc, ConfigError):
+        return exc
+    cause = exc.__cause__
+    if type(exc).__name__ == "InstantiationException" and isinstance(cause, ConfigError):
+        return cause
+    return None
+
+
+def exit_with(exc: BaseException) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with status 2."""
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(USER_ERROR_EXIT)

@@ -52,3 +52,36 @@ def test_missing_weights_fail_at_once_with_a_hint(tmp_path):
     assert proc.returncode != 0
     assert "download Qwen/Qwen2.5-VL-7B-Instruct" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2  # user errors exit 2
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("algo.epsilon_low=-1", "error: algo.epsilon_low=-1: must be in [0, 1)"),
+    ("rollout.temperature=0", "error: rollout.temperature=0: must be > 0"),
+    ("rollout.num_generations=1", "error: rollout.num_generations=1: must be >= 2"),
+    ("rollout.top_p=1.5", "error: rollout.top_p=1.5: must be in (0, 1]"),
+])
+def test_out_of_range_config_values_are_one_line_errors(override, message, tmp_path, tiny_checkpoint):
+    """Typed configs refuse the value when Hydra builds them: one line naming the key, exit 2,
+    before any model or data loads."""
+    proc = _train(tmp_path, f"paths.root_dir={tmp_path}", f"model.path={tiny_checkpoint}", "logger=none", override,
+                  timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ('{"idx": 0, "problem": "q", "solution": [[NaN, 3]], "video": "v.mp4", "duration": 10, "task": "tvg"}',
+     "train.jsonl:2: the start of segment [nan, 3] of key 'solution' must be a finite number"),
+    ('{"idx": 0, "problem": "q", "video": "v.mp4", "task": "tvg"}', "train.jsonl:2: missing key 'solution'"),
+    ('{not json', "train.jsonl:2: not valid JSON"),
+])
+def test_a_bad_annotation_line_is_one_line_naming_file_and_line(record, message, tmp_path, tiny_checkpoint):
+    good = '{"idx": 1, "problem": "q", "solution": [[1, 3]], "video": "v.mp4", "duration": 10, "task": "tvg"}'
+    (tmp_path / "train.jsonl").write_text(good + "\n" + record + "\n")
+    proc = _train(tmp_path, f"paths.root_dir={tmp_path}", f"model.path={tiny_checkpoint}", "logger=none",
+                  "callbacks=none", "data.synthetic=null", f"data.annotation_file={tmp_path}/train.jsonl",
+                  f"data.video_root={tmp_path}", timeout=180)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -101,8 +101,26 @@ def test_keep_passes_museg_solutions_unmodified(museg_data_dir):
 
 
 def test_keep_still_refuses_malformed_segments(tmp_path):
-    with pytest.raises(AnnotationError, match="non-number"):
+    with pytest.raises(AnnotationError, match="must be a number, got 'a'"):
         load_museg_jsonl(_write(tmp_path, [json.dumps({**GOOD, "solution": [["a", 2]]})]), segment_policy="keep")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('"solution": [[NaN, 3]]', r"a\.jsonl:2: the start of segment \[nan, 3\] of key 'solution' must be a finite number"),
+    ('"solution": [[1, Infinity]]', r"a\.jsonl:2: the end of segment \[1, inf\] .* must be a finite number"),
+    ('"solution": [["1", 3]]', r"a\.jsonl:2: the start of segment \['1', 3\] .* must be a number, got '1'"),
+    ('"solution": [[1, true]]', r"a\.jsonl:2: the end of segment \[1, True\] .* must be a number, got True"),
+    ('"solution": [[1, 3]], "duration": "NaN"', r"a\.jsonl:2: key 'duration' must be a number, got 'NaN'"),
+    ('"solution": [[1, 3]], "duration": NaN', r"a\.jsonl:2: key 'duration' must be a finite number"),
+    ('"solution": [[1, 3]], "duration": 0', r"a\.jsonl:2: key 'duration' must be > 0 seconds"),
+])
+@pytest.mark.parametrize("policy", ["keep", "clip"])
+def test_numbers_are_exact_and_finite_under_every_policy(line, message, policy, tmp_path):
+    """NaN / Infinity (which Python's json accepts), numeric strings and booleans are refused at
+    load with file:line and key: a NaN segment would otherwise turn rewards into NaN mid-run."""
+    record = json.dumps({k: v for k, v in GOOD.items() if k not in ("solution", "duration")})[:-1] + ", " + line + "}"
+    with pytest.raises(AnnotationError, match=message):
+        load_museg_jsonl(_write(tmp_path, [json.dumps(GOOD), record]), segment_policy=policy)
 
 
 def test_segment_policy_error(tmp_path):
@@ -343,7 +361,7 @@ def test_et_bench_errors_name_index_and_key(tmp_path):
     with pytest.raises(AnnotationError, match=r"\[0\]: key 'q' holds <vid> tokens"):
         load_et_bench_json(_et_file(tmp_path, [vid_style]))
     bad_seg = {**ET_RECORDS[2], "tgt": [[1.0, "x"]]}
-    with pytest.raises(AnnotationError, match=r"\[0\]: segment \[1.0, 'x'\] of key 'tgt' holds a non-number"):
+    with pytest.raises(AnnotationError, match=r"\[0\]: the end of segment \[1.0, 'x'\] of key 'tgt' must be a number, got 'x'"):
         load_et_bench_json(_et_file(tmp_path, [bad_seg]))
     with pytest.raises(AnnotationError, match=r"\[0\]: missing key 'source'"):
         load_et_bench_json(_et_file(tmp_path, [{"idx": 0, "task": "tvg"}]))

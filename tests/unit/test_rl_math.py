@@ -128,3 +128,23 @@ def test_repeat_visual_batch_keeps_patches_with_their_prompt():
     assert out["input_ids"].tolist() == [[1, 2], [1, 2], [3, 4], [3, 4]]
     assert out["pixel_values_videos"].squeeze(1).tolist() == [0, 1, 0, 1, 2, 3, 4, 2, 3, 4]
     assert out["second_per_grid_ts"].tolist() == [1.0, 1.0, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "key"), [
+    ("AlgoConfig", {"epsilon_low": -1.0}, "algo.epsilon_low"),
+    ("AlgoConfig", {"epsilon_low": 1.0}, "algo.epsilon_low"),
+    ("AlgoConfig", {"epsilon_high": -0.1}, "algo.epsilon_high"),
+    ("AlgoConfig", {"advantage_eps": 0.0}, "algo.advantage_eps"),
+    ("AlgoConfig", {"max_refill_batches": -1}, "algo.max_refill_batches"),
+    ("AlgoConfig", {"num_iterations": 0}, "algo.num_iterations"),
+    ("RolloutConfig", {"top_p": 0.0}, "rollout.top_p"),
+    ("RolloutConfig", {"top_k": -1}, "rollout.top_k"),
+    ("RolloutConfig", {"repetition_penalty": 0.0}, "rollout.repetition_penalty"),
+    ("RolloutConfig", {"temperature": 0.0}, "rollout.temperature"),
+])
+def test_out_of_range_settings_name_their_key(cls, kwargs, key):
+    from museg_lit.errors import ConfigError
+    from museg_lit.rl import config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        getattr(config, cls)(**kwargs)

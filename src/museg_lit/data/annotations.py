@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -149,6 +150,16 @@ def _check_policy(segment_policy: str) -> None:
         raise ValueError(f"segment_policy must be one of {SEGMENT_POLICIES}, got {segment_policy!r}")
 
 
+def _number(value, where: str, what: str) -> float:
+    """A JSON number, exactly: ``int`` or ``float``, finite. Strings, booleans (``true`` is an
+    ``int`` in Python), ``NaN`` and ``Infinity`` (which ``json`` accepts) are errors naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AnnotationError(f"{where}: {what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise AnnotationError(f"{where}: {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _check_segments(
     segments, *, where: str, key: str, duration: float | None, policy: str, report: LoadReport
 ) -> tuple[list[list[float]] | None, str]:
@@ -162,10 +173,8 @@ def _check_segments(
     for seg in segments:
         if not (isinstance(seg, (list, tuple)) and len(seg) == 2):
             raise AnnotationError(f"{where}: segment {seg!r} of key {key!r} is not a [start, end] pair")
-        try:
-            s, e = float(seg[0]), float(seg[1])
-        except (TypeError, ValueError):
-            raise AnnotationError(f"{where}: segment {seg!r} of key {key!r} holds a non-number") from None
+        s = _number(seg[0], where, f"the start of segment {seg!r} of key {key!r}")
+        e = _number(seg[1], where, f"the end of segment {seg!r} of key {key!r}")
         invalid = e < s or s < 0 or (duration is not None and e > duration + 1e-6)
         if policy == "keep":  # unchanged, numbers exactly as the file has them
             bad = bad or invalid
@@ -226,10 +235,10 @@ def _duration(obj: dict, where: str) -> float | None:
     duration = obj.get("duration")
     if duration is None:
         return None
-    try:
-        return float(duration)
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{where}: key 'duration' is not a number: {duration!r}") from None
+    value = _number(duration, where, "key 'duration'")
+    if value <= 0:
+        raise AnnotationError(f"{where}: key 'duration' must be > 0 seconds, got {duration!r}")
+    return value
 
 
 def load_museg_jsonl(

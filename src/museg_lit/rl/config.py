@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from museg_lit.errors import ConfigError
 from museg_lit.models.generation import Sampling
 from museg_lit.rl.kl import KL_ESTIMATORS
 from museg_lit.rl.losses import AGGREGATIONS
@@ -41,15 +42,24 @@ class AlgoConfig:
 
     def __post_init__(self):
         if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"algo.kl_estimator={self.kl_estimator!r}; choose one of {sorted(KL_ESTIMATORS)}")
+            raise ConfigError(f"algo.kl_estimator={self.kl_estimator!r}; choose one of {sorted(KL_ESTIMATORS)}")
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"algo.aggregation={self.aggregation!r}; choose one of {sorted(AGGREGATIONS)}")
+            raise ConfigError(f"algo.aggregation={self.aggregation!r}; choose one of {sorted(AGGREGATIONS)}")
         if self.token_kl_scope not in SCOPES:
-            raise ValueError(f"algo.token_kl_scope={self.token_kl_scope!r}; choose one of {SCOPES}")
+            raise ConfigError(f"algo.token_kl_scope={self.token_kl_scope!r}; choose one of {SCOPES}")
         if self.num_iterations < 1:
-            raise ValueError("algo.num_iterations must be >= 1")
+            raise ConfigError(f"algo.num_iterations={self.num_iterations}: must be >= 1")
         if self.beta < 0 or (self.beta_time is not None and self.beta_time < 0):
-            raise ValueError("algo.beta and algo.beta_time must be >= 0")
+            raise ConfigError("algo.beta and algo.beta_time must be >= 0")
+        # a negative epsilon_low clips every ratio of 1 and zeroes positive-advantage gradients
+        if not 0 <= self.epsilon_low < 1:
+            raise ConfigError(f"algo.epsilon_low={self.epsilon_low}: must be in [0, 1)")
+        if self.epsilon_high is not None and self.epsilon_high < 0:
+            raise ConfigError(f"algo.epsilon_high={self.epsilon_high}: must be >= 0 (or null = epsilon_low)")
+        if not self.advantage_eps > 0:
+            raise ConfigError(f"algo.advantage_eps={self.advantage_eps}: must be > 0 (it guards a division by std)")
+        if self.max_refill_batches < 0:
+            raise ConfigError(f"algo.max_refill_batches={self.max_refill_batches}: must be >= 0")
 
     @property
     def needs_reference(self) -> bool:
@@ -84,11 +94,17 @@ class RolloutConfig:
 
     def __post_init__(self):
         if self.num_generations < 2:
-            raise ValueError("rollout.num_generations must be >= 2: group-relative advantages need a group")
+            raise ConfigError(f"rollout.num_generations={self.num_generations}: must be >= 2 (group-relative advantages need a group)")
         if self.temperature <= 0:
-            raise ValueError("rollout.temperature must be > 0: a group of greedy completions has no variance")
+            raise ConfigError(f"rollout.temperature={self.temperature}: must be > 0 (a group of greedy completions has no variance)")
         if self.max_new_tokens < 1 or (self.max_total_tokens is not None and self.max_total_tokens < 2):
-            raise ValueError("rollout.max_new_tokens must be >= 1 and rollout.max_total_tokens >= 2 (or null)")
+            raise ConfigError("rollout.max_new_tokens must be >= 1 and rollout.max_total_tokens >= 2 (or null)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"rollout.top_p={self.top_p}: must be in (0, 1] (1 = off)")
+        if self.top_k is not None and self.top_k < 0:
+            raise ConfigError(f"rollout.top_k={self.top_k}: must be >= 0 or null (off)")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"rollout.repetition_penalty={self.repetition_penalty}: must be > 0 (1 = off)")
 
     @property
     def sampling(self) -> Sampling:
