@@ -108,8 +108,14 @@ def _sync(device: torch.device) -> None:
 def build(args):
     """Policy, reference, processor, prompt inputs, special tokens for the chosen shape."""
     from museg_lit.data.video import smart_resize, video_max_pixels
-    from museg_lit.models import (ModelSpec, build_tiny_checkpoint, encode_prompts, load_policy, load_processor,
-                                  load_reference)
+    from museg_lit.models import (
+        ModelSpec,
+        build_tiny_checkpoint,
+        encode_prompts,
+        load_policy,
+        load_processor,
+        load_reference,
+    )
     from museg_lit.models.generation import SpecialTokens
     from museg_lit.models.processing import VIDEO_PLACEHOLDER
     from museg_lit.prompts import TVG_PHRASINGS, render_question

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 USER_ERROR_EXIT = 2
@@ -13,10 +15,11 @@ class ConfigError(ValueError):
     """A config value (or combination) that cannot work; the message names the key(s)."""
 
 
-def user_error_of(exc: BaseException) -> BaseException | None:
-    """The user error behind ``exc``: ``exc`` itself, or the ``ConfigError`` a Hydra
-    ``InstantiationException`` wraps (typed configs check their values when built); else None."""
-    if isinstance(exc, ConfigError):
+def user_error_of(exc: BaseException, kinds: tuple[type[BaseException], ...] = ()) -> BaseException | None:
+    """The user error behind ``exc``: ``exc`` itself when it is a ``ConfigError`` or one of ``kinds``,
+    or the ``ConfigError`` a Hydra ``InstantiationException`` wraps (typed configs check their values
+    when built); else None (a bug)."""
+    if isinstance(exc, (ConfigError, *kinds)):
         return exc
     cause = exc.__cause__
     if type(exc).__name__ == "InstantiationException" and isinstance(cause, ConfigError):
@@ -28,3 +31,15 @@ def exit_with(exc: BaseException) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with status 2."""
     print(f"error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT)
+
+
+@contextmanager
+def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Inside, a user error (:func:`user_error_of`) ends the program with one line and status 2;
+    anything else propagates with its traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if (cause := user_error_of(exc, kinds)) is None:
+            raise
+        exit_with(cause)

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.errors import exit_with
+from museg_lit.errors import user_errors
 from museg_lit.evaluation.runner import load_eval_model, log_eval_run
 from museg_lit.tracking import log_run_config
 
@@ -23,11 +23,9 @@ from museg_lit.tracking import log_run_config
 def main(cfg: DictConfig) -> float:
     spec = instantiate(cfg.model)
     runner = instantiate(cfg.runner)
-    try:
+    with user_errors(FileNotFoundError, AnnotationError, NotImplementedError, ValueError):  # one line, exit 2
         runner.prepare(model_id=str(spec.path or spec.name))  # missing videos fail here, at once
         model, processor = load_eval_model(spec, cfg.device)
-    except (FileNotFoundError, AnnotationError, NotImplementedError, ValueError) as exc:  # user errors: one line
-        exit_with(exc)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]
     log_run_config(loggers, cfg, list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None)
     result = runner.run(model, processor, model_id=str(spec.path or spec.name))

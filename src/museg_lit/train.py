@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from museg_lit.builders import build_training
 from museg_lit.checkpointing import ResumeError, register_resolvers
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.errors import ConfigError, exit_with, user_error_of
+from museg_lit.errors import user_errors
 from museg_lit.tracking import start_tracking
 
 # the frozen reference model is deliberately in eval mode; the module moves batches itself on purpose
@@ -32,21 +32,14 @@ register_resolvers()  # hydra.run.dir (conf/train.yaml) names the run directory 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
-    try:
+    # user errors: one line, no traceback (config values refused by the typed configs included)
+    with user_errors(FileNotFoundError, AnnotationError, ResumeError):
         run = build_training(cfg)
-    except (FileNotFoundError, AnnotationError, ResumeError, ConfigError) as exc:  # user errors: one line, no traceback
-        exit_with(exc)
-    except Exception as exc:  # a typed config (AlgoConfig, RolloutConfig, ...) refusing a value, via Hydra
-        if (cause := user_error_of(exc)) is None:
-            raise
-        exit_with(cause)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     start_tracking(run.trainer.loggers, cfg, run_dir=cfg.paths.output_dir, overrides=overrides,
                    resumed_from=run.ckpt_path)
-    try:  # the data module reads its annotation files in setup, before the model loads
+    with user_errors(AnnotationError):  # the data module reads its annotation files in setup, before the model loads
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
-    except (AnnotationError, ConfigError) as exc:
-        exit_with(exc)
     value = run.trainer.callback_metrics.get(cfg.tracked_metric)
     return None if value is None else float(value)
 

@@ -8,8 +8,24 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-__all__ = ["repeat_visual_batch", "select_visual_rows"]
+__all__ = ["TEXT_KEYS", "repeat_visual_batch", "select_visual_rows", "visual_inputs"]
+
+TEXT_KEYS = ("input_ids", "attention_mask")
+
+
+def visual_inputs(inputs: dict[str, Tensor], video_features: tuple[Tensor, ...] | None = None) -> dict:
+    """The forward's visual keyword arguments of a batch: the raw video, or its precomputed
+    (merged vision-tower) features, which skip the vision tower.
+
+    ``mm_token_type_ids`` only feeds the library's own position rule, which is never used (every
+    forward gets :mod:`museg_lit.models.positions`' positions), so it is not passed."""
+    extra = {k: v for k, v in inputs.items() if k not in (*TEXT_KEYS, "mm_token_type_ids")}
+    if video_features is not None:
+        extra.pop("pixel_values_videos", None)
+        extra["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=tuple(video_features))}
+    return extra
 
 
 def _video_chunks(inputs: dict[str, Tensor]) -> tuple[Tensor, ...]:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from museg_lit.models.batch import repeat_visual_batch
+from museg_lit.models.batch import TEXT_KEYS, repeat_visual_batch, visual_inputs
 from museg_lit.models.positions import prompt_positions
 
 __all__ = ["GREEDY", "Generated", "Sampling", "SpecialTokens", "generate", "generate_groups", "generation_config"]
@@ -141,9 +141,6 @@ class Generated(NamedTuple):
     video_features: tuple[Tensor, ...] | None  # per prompt, merged vision-tower output (shared prefill only)
 
 
-_TEXT_ONLY = ("input_ids", "attention_mask")
-
-
 @torch.no_grad()
 def generate(
     model,
@@ -199,13 +196,12 @@ def generate_groups(
     features, extra = None, {}
     with _only(model, config):
         if share_prefix:
-            prefix = model(**{k: v[:, :-1] for k, v in inputs.items() if k in _TEXT_ONLY},
-                           position_ids=positions.position_ids[..., :-1], use_cache=True, logits_to_keep=1,
-                           **{k: v for k, v in inputs.items() if k not in _TEXT_ONLY + ("mm_token_type_ids",)})
+            prefix = model(**{k: inputs[k][:, :-1] for k in TEXT_KEYS}, position_ids=positions.position_ids[..., :-1],
+                           use_cache=True, logits_to_keep=1, **visual_inputs(inputs))
             prefix.cache.batch_repeat_interleave(g)  # [B, ...] -> [B*G, ...] per layer
             video = getattr(prefix, "video_outputs", None)
             features = tuple(video.pooler_output) if video is not None else None
-            rows = {k: inputs[k].repeat_interleave(g, dim=0) for k in _TEXT_ONLY}  # [B*G, P]; the video is cached
+            rows = {k: inputs[k].repeat_interleave(g, dim=0) for k in TEXT_KEYS}  # [B*G, P]; the video is cached
             extra = {"cache": prefix.cache}
         else:
             rows = repeat_visual_batch(inputs, g)

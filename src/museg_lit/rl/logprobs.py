@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from museg_lit.models.batch import visual_inputs
 from museg_lit.models.positions import prompt_positions, sequence_positions
 from museg_lit.rl.packing import pack_groups
-
-_TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
 def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
@@ -48,18 +46,6 @@ def selective_log_softmax(logits: Tensor, index: Tensor) -> Tensor:
         picked = row.gather(-1, row_index.unsqueeze(-1)).squeeze(-1)  # [C]
         out.append(picked - torch.logsumexp(row, dim=-1))  # [C]
     return torch.stack(out)  # [N, C]
-
-
-def visual_inputs(prompt_inputs: dict[str, Tensor], video_features: tuple[Tensor, ...] | None = None) -> dict:
-    """The forward's visual keyword arguments: the raw video, or its precomputed features.
-
-    ``mm_token_type_ids`` only feeds the library's own position rule, which is never used (every
-    forward gets :mod:`museg_lit.models.positions`' positions), so it is not passed."""
-    extra = {k: v for k, v in prompt_inputs.items() if k not in _TEXT_KEYS}
-    if video_features is not None:
-        extra.pop("pixel_values_videos", None)
-        extra["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=tuple(video_features))}
-    return extra
 
 
 def completion_logprobs(
