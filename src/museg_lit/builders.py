@@ -18,13 +18,15 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from museg_lit.checkpointing import find_resume_checkpoint
+from museg_lit.checkpointing import check_resume, find_resume_checkpoint
 from museg_lit.data.datamodule import GroundingDataModule
 from museg_lit.errors import ConfigError
 from museg_lit.models.factory import load_processor
 from museg_lit.module import GRPOModule
+from museg_lit.outputs import check_writable, output_folders
+from museg_lit.schema import check_config
 from museg_lit.tracking import build_mlflow_logger
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,13 @@ def build_training(cfg: DictConfig) -> TrainingRun:
     The processor loads first: a missing checkpoint path fails here, before any data work. The
     trainer comes before the data module: gradient accumulation is derived from
     ``data.global_batch_size`` and the trainer's process count (:func:`accumulation_for`).
+    Every typed value is checked first (:func:`museg_lit.schema.check_config`), then every output
+    folder is created and test-written (:mod:`museg_lit.outputs`). On resume, a config that changes
+    keys a resumed run cannot take is refused, and a finished run says so
+    (:func:`museg_lit.checkpointing.check_resume`).
     """
+    check_config(cfg)
+    check_writable(output_folders(cfg))
     spec = instantiate(cfg.model)
     if cfg.rollout.get("share_prefix", True) and spec.attn_implementation.startswith("flash"):
         raise ConfigError(f"rollout.share_prefix=true packs each prompt with its completions under a block mask, "
@@ -139,4 +147,9 @@ def build_training(cfg: DictConfig) -> TrainingRun:
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
     )
+    run_config = OmegaConf.to_container(cfg, resolve=False)
+    if checkpoint is not None and hasattr(checkpoint, "run_config"):
+        checkpoint.run_config = run_config  # recorded with each checkpoint
+    if ckpt_path is not None:
+        check_resume(ckpt_path, run_config, run_name=run_dir.name)
     return TrainingRun(trainer, module, datamodule, str(ckpt_path) if ckpt_path is not None else None)

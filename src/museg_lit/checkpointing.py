@@ -18,9 +18,13 @@ A run killed at any instant (SIGKILL mid-step, a lost node, preemption) and star
   leftovers of a killed write end in ``.tmp`` and are deleted at the next start. Old checkpoints are
   renamed to ``.tmp`` before deletion, so a kill mid-delete leaves no half-deleted checkpoint either.
 * **Resume** — :func:`find_resume_checkpoint` picks the newest complete checkpoint (``resume=auto``)
-  and skips any that fails a cheap integrity check (a torch zip archive whose central directory is
-  readable, or a sharded directory with its metadata), so a checkpoint copied or damaged outside
-  this code cannot be picked and then fail to load.
+  and skips, with a warning, any that fails an integrity check: a torch zip archive whose central
+  directory is readable (or a sharded directory with its metadata) whose SHA-256 matches the one
+  recorded when it was written (:mod:`museg_lit.checkpoint_record`). A checkpoint damaged after
+  its write is thus never loaded; the previous one is used.
+* **Failed saves** — a save that fails (disk full, permissions) leaves no partial file and never
+  deletes an older checkpoint; training goes on with an error logged naming the newest complete
+  checkpoint, and a failed *final* save stops the run with one line saying how to continue.
 * **Contents** — Lightning saves model, optimizers, LR schedulers, loop progress and the data
   position (:mod:`museg_lit.data.sampler`); this callback adds every rank's RNG states (restored
   at train start, after the data loader is rebuilt, so the sampling stream continues exactly) and
@@ -38,7 +42,7 @@ import re
 import shutil
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from weakref import proxy
 
@@ -49,6 +53,17 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import OmegaConf
+
+from museg_lit.checkpoint_record import (
+    APPLIED_ON_RESUME,
+    META_SUFFIX,
+    config_changes,
+    damage_of,
+    read_record,
+    record_path,
+    refused_changes,
+    write_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +108,10 @@ class ResumeError(ValueError):
     """The ``resume`` setting cannot be honoured (one line for the user, no traceback)."""
 
 
+class CheckpointSaveError(OSError):
+    """The checkpoint at the end of the fit could not be written (one line: what is left, how to continue)."""
+
+
 def is_complete(path: Path) -> bool:
     """Cheap integrity check: a torch zip archive with a readable central directory (written last),
     or a sharded checkpoint directory holding its metadata (Lightning's ``meta.pt``, DCP's ``.metadata``)."""
@@ -117,9 +136,12 @@ def latest_checkpoint(dirpath: str | Path) -> Path | None:
         return None
     candidates = [p for p in dirpath.iterdir() if p.name.endswith(CHECKPOINT_SUFFIX) and not p.is_symlink()]
     for path in sorted(candidates, key=lambda p: (_step_of(p), p.stat().st_mtime), reverse=True):
-        if is_complete(path):
+        if not is_complete(path):
+            log.warning("skipping incomplete or damaged checkpoint %s", path)
+        elif (damage := damage_of(path)) is not None:
+            log.warning("skipping damaged checkpoint %s: %s; trying the previous one", path, damage)
+        else:
             return path
-        log.warning("skipping incomplete or damaged checkpoint %s", path)
     return None
 
 
@@ -140,7 +162,43 @@ def find_resume_checkpoint(resume: str | None, ckpt_dir: str | Path | None) -> P
         raise ResumeError(f"resume={mode}: no such checkpoint (use resume=auto, resume=never or a checkpoint path)")
     if not is_complete(path):
         raise ResumeError(f"resume={mode}: not a complete checkpoint (unfinished write or damaged file)")
+    if (damage := damage_of(path)) is not None:
+        raise ResumeError(f"resume={mode}: {damage}")
     return path
+
+
+class RunFinished(Exception):
+    """A finished run's command was run again: nothing to do (one line, exit status 0)."""
+
+
+def _fit_length(config: Mapping) -> tuple[int, int]:
+    trainer = config.get("trainer") or {}
+    return int(trainer.get("max_steps") or -1), int(trainer.get("max_epochs") or -1)
+
+
+def check_resume(ckpt: str | Path, config: Mapping, *, run_name: str) -> None:
+    """Refuse a resume whose config changes keys a resumed run cannot take (naming them, old -> new),
+    and raise :class:`RunFinished` when the checkpoint ended the fit and the fit is no longer now.
+    Checkpoints written before records existed are not checked."""
+    try:
+        record = read_record(ckpt)
+    except ValueError as exc:
+        raise ResumeError(str(exc)) from None
+    if record is None or not isinstance(record.get("config"), Mapping):
+        return
+    refused = refused_changes(config_changes(record["config"], config))
+    if refused:
+        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
+        applied = ", ".join(p.rstrip(".") + ("*" if p.endswith(".") else "") for p in APPLIED_ON_RESUME)
+        raise ResumeError(f"resuming {ckpt} with a config that changes what the run computes ({listed}); "
+                          f"start another run with run_name=<new name> (a resumed run may change only: {applied})")
+    if record.get("finished"):
+        (_, old_epochs), (steps, epochs) = _fit_length(record["config"]), _fit_length(config)
+        longer = (steps > 0 and steps > record["step"]) or (steps <= 0 and epochs > old_epochs > 0)
+        if not longer:
+            raise RunFinished(f"run {run_name} already finished at step {record['step']} ({ckpt}); nothing to do. "
+                              f"To train longer: trainer.max_steps=<more than {record['step']}>; to start another "
+                              "run: run_name=<new name>")
 
 
 # ---------------------------------------------------------------- atomic file operations
@@ -202,9 +260,13 @@ def discard(path: str | Path) -> None:
 
 
 def remove_stale_tmp(dirpath: str | Path) -> list[Path]:
-    """Delete the ``.tmp`` leftovers of writes or deletions that a kill interrupted."""
+    """Delete the ``.tmp`` leftovers of writes or deletions that a kill interrupted, and the records
+    of checkpoints that no longer exist."""
     dirpath = Path(dirpath)
-    stale = [p for p in dirpath.iterdir() if p.name.endswith(TMP_SUFFIX)] if dirpath.is_dir() else []
+    entries = list(dirpath.iterdir()) if dirpath.is_dir() else []
+    names = {p.name for p in entries}
+    stale = [p for p in entries if p.name.endswith(TMP_SUFFIX)
+             or (p.name.endswith(CHECKPOINT_SUFFIX + META_SUFFIX) and p.name.removesuffix(META_SUFFIX) not in names)]
     for p in stale:
         _remove(p)
     return stale
@@ -280,6 +342,8 @@ class ResumableCheckpoint(ModelCheckpoint):
                          save_on_train_epoch_end=False)
         self.save_final, self.export_hf, self.merge_lora, self.fsync = save_final, export_hf, merge_lora, fsync
         self._rng_to_restore: dict | None = None
+        self.run_config: dict | None = None  # recorded with each checkpoint (set by the builder)
+        self._failed: str | None = None  # the checkpoint whose save failed last
 
     # ---- set-up: a resumed run finds its directory non-empty; that is expected here
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -301,10 +365,18 @@ class ResumableCheckpoint(ModelCheckpoint):
     # ---- atomic save and delete
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = filepath + TMP_SUFFIX
-        trainer.save_checkpoint(tmp, self.save_weights_only)  # every rank writes; ends with a barrier
-        if trainer.is_global_zero:
-            publish(tmp, filepath, fsync=self.fsync)
+        try:
+            trainer.save_checkpoint(tmp, self.save_weights_only)  # every rank writes; ends with a barrier
+            if trainer.is_global_zero:
+                # the record (checksum, step, config) goes first: a complete checkpoint always has one
+                write_record(tmp, filepath, step=trainer.global_step, finished=_is_last_step(trainer),
+                             config=self.run_config)
+                publish(tmp, filepath, fsync=self.fsync)
+        except OSError as exc:
+            self._save_failed(trainer, filepath, exc)
+            return
         trainer.strategy.barrier("ResumableCheckpoint.publish")
+        self._failed = None
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if self.export_hf:
@@ -312,6 +384,20 @@ class ResumableCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def _save_failed(self, trainer: L.Trainer, filepath: str, exc: OSError) -> None:
+        """Clean up a failed save; keep every older checkpoint; go on, or stop if the fit ends here."""
+        discard(filepath + TMP_SUFFIX)
+        discard(record_path(filepath))
+        self._failed = filepath
+        self.best_k_models.pop(filepath, None)  # never rotate an older checkpoint out for this one
+        kept = latest_checkpoint(self.dirpath) if self.dirpath is not None else None
+        where = f"the newest complete checkpoint is {kept}" if kept else "no complete checkpoint exists yet"
+        message = f"could not write checkpoint {filepath} at step {trainer.global_step} ({exc}); {where}"
+        if _is_last_step(trainer):
+            raise CheckpointSaveError(f"{message}: free space or fix callbacks.checkpoint.dirpath, then run the same "
+                                      "command again to continue from it") from exc
+        log.error("%s; training goes on and tries again at the next checkpoint", message)
 
     def _export(self, trainer: L.Trainer, filepath: str) -> None:
         from museg_lit.export import export_module  # export imports transformers-heavy helpers lazily
@@ -328,13 +414,14 @@ class ResumableCheckpoint(ModelCheckpoint):
         # Lightning never deletes the checkpoint a fit resumed from. Here every crash resumes from
         # the run's own newest checkpoint, so that rule would leave one orphan per restart; by the
         # time rotation reaches it, newer complete checkpoints exist. Outside dirpath: never.
-        if previous == current or self.dirpath is None:
+        if previous == current or self.dirpath is None or current == self._failed:
             return False
         return Path(self.dirpath).absolute() in Path(previous).absolute().parents
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if trainer.is_global_zero:
             discard(filepath)
+            discard(record_path(filepath))
             discard(self.hf_dir(filepath))
 
     # ---- what this callback adds to a checkpoint

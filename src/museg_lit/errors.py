@@ -15,11 +15,17 @@ class ConfigError(ValueError):
     """A config value (or combination) that cannot work; the message names the key(s)."""
 
 
+class DataError(ValueError):
+    """Input data that cannot train: videos missing under ``data.video_root``, too many samples
+    skipped (``data.max_skip_fraction``), a broken video under ``data.on_error=raise``. The
+    message names the files."""
+
+
 def user_error_of(exc: BaseException, kinds: tuple[type[BaseException], ...] = ()) -> BaseException | None:
-    """The user error behind ``exc``: ``exc`` itself when it is a ``ConfigError`` or one of ``kinds``,
+    """The user error behind ``exc``: ``exc`` itself when it is a ``ConfigError``, a ``DataError`` or one of ``kinds``,
     or the ``ConfigError`` a Hydra ``InstantiationException`` wraps (typed configs check their values
     when built); else None (a bug)."""
-    if isinstance(exc, (ConfigError, *kinds)):
+    if isinstance(exc, (ConfigError, DataError, *kinds)):
         return exc
     cause = exc.__cause__
     if type(exc).__name__ == "InstantiationException" and isinstance(cause, ConfigError):

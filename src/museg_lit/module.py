@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributed.device_mesh import DeviceMesh
 
+from museg_lit.data.skips import SkipCounter
 from museg_lit.distributed.ranks import RankGroup, all_ranks_agree, gathered_group_advantages, mesh_groups
 from museg_lit.distributed.sharding import (
     ShardingConfig,
@@ -102,7 +103,8 @@ class GRPOModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.reference: torch.nn.Module | None = None
         self.processor = None
-        self.skipped_total = 0
+        self.skips = SkipCounter()  # draws / skipped samples and the skip budget (data.max_skip_fraction)
+        self.missing_videos = 0  # samples the data module dropped at setup (video not there)
         self.last_completions: list[dict] = []  # rows for the MLflow completions table
         self.refill_batches: Iterator | None = None  # DAPO refills; set by the data module hook below
         self._cache: dict[tuple, tuple[list[ScoredRollout], int]] = {}
@@ -179,8 +181,22 @@ class GRPOModule(L.LightningModule):
             batch["inputs"] = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
         return batch
 
+    @property
+    def skipped_total(self) -> int:
+        return self.skips.skipped
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["museg_skips"] = self.skips.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "museg_skips" in checkpoint:
+            self.skips.load_state_dict(checkpoint["museg_skips"])
+
     def on_train_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None:
+            self.skips.max_fraction = getattr(dm, "max_skip_fraction", self.skips.max_fraction)
+            self.missing_videos = getattr(dm, "num_missing_videos", 0)
         if self.algo.dynamic_sampling and dm is not None and self.refill_batches is None:
             self.refill_batches = dm.refill_batches()
 
@@ -320,12 +336,25 @@ class GRPOModule(L.LightningModule):
         return chunks
 
     # ---- one GRPO step ----
+    def _count_skips(self, batch: dict) -> bool:
+        """Count the batch's draws and skips, log them, and enforce the skip budget on every rank at
+        once (a ``DataError`` naming the first failures). Returns whether this rank has samples."""
+        self.skips.add(batch.get("drawn", len(batch["samples"]) + len(batch["skipped"])), batch["skipped"])
+        self.log_dict({**self.skips.as_metrics(), "data/missing_videos": float(self.missing_videos)},
+                      on_step=True, batch_size=1)
+        has_samples = batch["inputs"] is not None
+        # a batch none of whose draws loaded is over any budget below 1; under FSDP every rank must
+        # stop (or go on) together, or the others wait forever in the next collective
+        within = not self.skips.exceeded() and (has_samples or self.skips.max_fraction >= 1)
+        if not all_ranks_agree(within, self.device):
+            raise self.skips.error()
+        return has_samples
+
+    # ---- one GRPO step ----
     def training_step(self, batch: dict, batch_idx: int):
-        self.skipped_total += len(batch["skipped"])
-        self.log("data/skipped", float(self.skipped_total), on_step=True, batch_size=1)
-        # every video of this batch failed to decode: no step. Under FSDP all ranks must run the same
-        # forwards and backward, so one rank with nothing to train makes every rank skip the step
-        if not all_ranks_agree(batch["inputs"] is not None, self.device):
+        # every draw of this batch failed (only with data.max_skip_fraction=1): no step. Under FSDP all
+        # ranks must run the same forwards and backward, so one rank with nothing makes every rank skip
+        if not all_ranks_agree(self._count_skips(batch), self.device):
             return None
         timings = {"decode_s": batch["decode_s"]}
         chunks = self._rollouts(batch, timings)

@@ -8,6 +8,7 @@ directory when there is one: the same command restarted after a crash resumes
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import hydra
@@ -16,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from museg_lit.builders import build_training
-from museg_lit.checkpointing import ResumeError, register_resolvers
+from museg_lit.checkpointing import CheckpointSaveError, ResumeError, RunFinished, register_resolvers
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.errors import user_errors
 from museg_lit.tracking import start_tracking
@@ -33,12 +34,18 @@ register_resolvers()  # hydra.run.dir (conf/train.yaml) names the run directory 
 def main(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     # user errors: one line, no traceback (config values refused by the typed configs included)
-    with user_errors(FileNotFoundError, AnnotationError, ResumeError):
-        run = build_training(cfg)
+    try:
+        with user_errors(FileNotFoundError, AnnotationError, ResumeError):
+            run = build_training(cfg)
+    except RunFinished as done:  # the same command after the run finished: say so, exit 0
+        print(f"museg_lit: {done}", file=sys.stderr, flush=True)
+        return None
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
     start_tracking(run.trainer.loggers, cfg, run_dir=cfg.paths.output_dir, overrides=overrides,
                    resumed_from=run.ckpt_path)
-    with user_errors(AnnotationError):  # the data module reads its annotation files in setup, before the model loads
+    # the data module reads its annotations and checks its videos in setup, before the model loads;
+    # a failed final checkpoint save and the skip budget (DataError) end the fit with one line too
+    with user_errors(AnnotationError, CheckpointSaveError):
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
     value = run.trainer.callback_metrics.get(cfg.tracked_metric)
     return None if value is None else float(value)

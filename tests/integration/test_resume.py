@@ -131,7 +131,8 @@ def test_sigkill_and_same_command_resumes_exactly(tmp_path, synthetic_data, tiny
     assert len(ckpt["museg"]["rng"]) == 1 and "torch" in ckpt["museg"]["rng"][0]
     # only complete checkpoints remain (keep_last=2 + the last.ckpt link), no .tmp leftovers
     names = sorted(p.name for p in ckpt_dir.iterdir())
-    assert names == ["last.ckpt", f"step_{STEPS - 1:08d}.ckpt", f"step_{STEPS:08d}.ckpt"], names
+    assert names == ["last.ckpt", f"step_{STEPS - 1:08d}.ckpt", f"step_{STEPS - 1:08d}.ckpt.meta.json",
+                     f"step_{STEPS:08d}.ckpt", f"step_{STEPS:08d}.ckpt.meta.json"], names
 
     # 3) one MLflow run, continued by both restarts
     client = MlflowClient(f"sqlite:///{tmp_path}/logs/mlflow.db")
@@ -168,7 +169,8 @@ def test_kept_checkpoints_export_hf_on_request(tmp_path, synthetic_data, tiny_ch
     run.module.reward.functions.update({name: length_variance_reward for name in run.module.reward.functions})
     run.trainer.fit(run.module, datamodule=run.datamodule)
     ckpt_dir = tmp_path / "run" / "checkpoints"
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt", "step_00000002.ckpt", "step_00000002.hf"]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt", "step_00000002.ckpt",
+                                                          "step_00000002.ckpt.meta.json", "step_00000002.hf"]
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         trained = run.module.policy.eval()(input_ids=ids).logits
@@ -237,7 +239,8 @@ def test_sharded_checkpoints_resume(tmp_path, synthetic_data, tiny_checkpoint):
         assert (r[2]["global_step"], r[3]["global_step"]) == (2, 3)
         assert r[3]["adam_steps"] == [3.0]  # the resumed optimizer went on counting
     names = sorted(p.name for p in ckpt_dir.iterdir())
-    assert names == ["last.ckpt", "step_00000002.ckpt", "step_00000002.hf", "step_00000003.ckpt", "step_00000003.hf"]
+    assert names == ["last.ckpt", "step_00000002.ckpt", "step_00000002.ckpt.meta.json", "step_00000002.hf",
+                     "step_00000003.ckpt", "step_00000003.ckpt.meta.json", "step_00000003.hf"]
     final = ckpt_dir / "step_00000003.ckpt"
     assert final.is_dir() and {p.name for p in final.iterdir()} >= {"meta.pt", ".metadata"}
     meta = torch.load(final / "meta.pt", weights_only=True)

@@ -94,15 +94,29 @@ def test_grpo_learns_a_token_pattern(tmp_path, synthetic_data, tiny_checkpoint):
     assert run.module.reference is None  # beta 0 loads no reference model
 
 
-def test_broken_video_is_skipped_and_counted(tmp_path, synthetic_data, tiny_checkpoint):
-    """A missing and an undecodable video are skipped with a warning naming the file; training goes on."""
-    lines = (synthetic_data / "train.jsonl").read_text().splitlines()[:4]
-    (tmp_path / "vids").mkdir()
+class TrainedSteps(L.Callback):
+    """Counts the batches whose training_step returned a loss (an optimizer update follows)."""
+
+    def __init__(self):
+        self.trained = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.trained += outputs is not None
+
+
+def _copy_videos(lines, synthetic_data, target):
     for line in lines:
         name = re.search(r'"video": "([^"]+)"', line).group(1)
-        target = tmp_path / "vids" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((synthetic_data / name).read_bytes())
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_bytes((synthetic_data / name).read_bytes())
+
+
+def test_broken_video_is_replaced_and_counted(tmp_path, synthetic_data, tiny_checkpoint):
+    """A missing video drops its sample at setup (counted); an undecodable one is skipped with a warning
+    naming the file and replaced from the data: every one of max_steps is a real update on a full batch."""
+    lines = (synthetic_data / "train.jsonl").read_text().splitlines()[:6]
+    (tmp_path / "vids").mkdir()
+    _copy_videos(lines, synthetic_data, tmp_path / "vids")
     broken = re.search(r'"video": "([^"]+)"', lines[1]).group(1)
     (tmp_path / "vids" / broken).write_text("this is not a video")
     missing = re.search(r'"video": "([^"]+)"', lines[2]).group(1)
@@ -110,11 +124,43 @@ def test_broken_video_is_skipped_and_counted(tmp_path, synthetic_data, tiny_chec
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
     cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "trainer.max_steps=4", "data.shuffle=false",
                              "data.batch_size=1", "rollout.max_new_tokens=8", "rollout.num_generations=2",
+                             "data.max_skip_fraction=0.3",
                              f"data.annotation_file={tmp_path}/train.jsonl", f"data.video_root={tmp_path}/vids"))
     run = _run(cfg, length_variance_reward)
+    steps = TrainedSteps()
+    run.trainer.callbacks.append(steps)
     run.trainer.fit(run.module, datamodule=run.datamodule)
-    assert run.module.skipped_total == 2
-    assert run.trainer.callback_metrics["data/skipped"] == 2.0
-    # Lightning counts a batch whose training_step returned None as a step (no gradient, no update)
-    assert run.trainer.global_step == 4
-    assert "train/loss" in run.trainer.callback_metrics  # the two good samples trained
+    assert run.trainer.callback_metrics["data/missing_videos"] == 1.0
+    assert run.module.skipped_total == 1 and run.trainer.callback_metrics["data/skipped"] == 1.0
+    assert run.module.skips.drawn == 5  # 4 batches of 1, plus the replacement of the broken sample
+    assert run.trainer.global_step == 4 and steps.trained == 4
+
+
+def test_skips_over_the_budget_stop_the_run(tmp_path, synthetic_data, tiny_checkpoint):
+    """Undecodable videos beyond data.max_skip_fraction stop the run with the first failures named."""
+    from museg_lit.errors import DataError
+
+    lines = (synthetic_data / "train.jsonl").read_text().splitlines()[:4]
+    (tmp_path / "vids").mkdir()
+    _copy_videos(lines, synthetic_data, tmp_path / "vids")
+    for line in lines[:3]:
+        (tmp_path / "vids" / re.search(r'"video": "([^"]+)"', line).group(1)).write_text("not a video")
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "trainer.max_steps=20", "data.shuffle=false",
+                             "data.batch_size=1", "rollout.max_new_tokens=8", "rollout.num_generations=2",
+                             f"data.annotation_file={tmp_path}/train.jsonl", f"data.video_root={tmp_path}/vids"))
+    run = _run(cfg, length_variance_reward)
+    with pytest.raises(DataError, match=r"samples drawn were skipped .* data.max_skip_fraction=0.1; first failures: "
+                                        r".*train.jsonl:1: .*not a readable media file"):
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.trainer.global_step < 20
+
+
+def test_a_wrong_video_root_fails_before_the_model_loads(tmp_path, synthetic_data, tiny_checkpoint):
+    from museg_lit.errors import DataError
+
+    cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, f"data.video_root={tmp_path}/nowhere"))
+    run = _run(cfg, length_variance_reward)
+    with pytest.raises(DataError, match=r"train.jsonl: (\d+) of \1 videos missing under data.video_root=.*nowhere \(first: "):
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.module.policy is None  # failed in setup, before configure_model

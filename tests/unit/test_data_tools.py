@@ -11,10 +11,17 @@ import threading
 import av
 import pytest
 
-from museg_lit.data.download import MUSEG_FILES, download_museg
+from museg_lit.data import download
+from museg_lit.data.download import MUSEG_FILES, DownloadError, download_museg
+from museg_lit.evaluation import etbench_videos
 from museg_lit.evaluation.etbench_videos import plan, reencode
 from tests.optional import require_ffmpeg_cli
 from tests.videos import make_video_ffmpeg
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no access log on stderr (the tests read stderr)
+        pass
 
 
 @pytest.fixture
@@ -25,8 +32,7 @@ def museg_server(tmp_path):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"a": 1}\n{"a": 2}\n' if rel.endswith(".jsonl") else json.dumps([{"file": rel}]))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -50,12 +56,41 @@ def test_make_data_fetches_every_museg_file(museg_server, tmp_path):
 def test_make_data_refuses_lfs_pointers_and_broken_json(museg_server, tmp_path):
     root, base = museg_server
     (root / "data/eval/et_bench/et_bench.json").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:x\n")
-    with pytest.raises(SystemExit, match="Git LFS pointer"):
+    with pytest.raises(DownloadError, match="Git LFS pointer"):
         download_museg(tmp_path / "out", base, files=("data/eval/et_bench/et_bench.json",))
     (root / "data/train/stage_1.jsonl").write_text('{"a": 1}\n{"a": \n')
-    with pytest.raises(SystemExit, match=r"stage_1.jsonl:2: not JSON"):
+    with pytest.raises(DownloadError, match=rf"^{base}/data/train/stage_1.jsonl:2: not JSON"):
         download_museg(tmp_path / "out", base, files=("data/train/stage_1.jsonl",))
-    assert not (tmp_path / "out" / "stage_1.jsonl").exists()
+    (root / "data/eval/grounding/thumos14.json").write_bytes(b'[{"q": "caf\xe2\x82"}]')
+    with pytest.raises(DownloadError, match=r"thumos14.json: not UTF-8"):
+        download_museg(tmp_path / "out", base, files=("data/eval/grounding/thumos14.json",))
+    assert not (tmp_path / "out" / "stage_1.jsonl").exists() and not (tmp_path / "out" / "thumos14.json").exists()
+
+
+def test_make_data_errors_are_one_line_and_exit_2(museg_server, tmp_path, capsys):
+    root, base = museg_server
+    (root / "data/train/stage_2.jsonl").unlink()  # the server answers 404
+    with pytest.raises(SystemExit) as exc:
+        download.main(["--out", str(tmp_path / "out"), "--base", base])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {base}/data/train/stage_2.jsonl: HTTP Error 404: File not found"]
+    assert (tmp_path / "out" / "stage_1.jsonl").is_file()  # the files before it were kept
+
+
+def test_etbench_videos_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    require_ffmpeg_cli()
+    with pytest.raises(SystemExit) as exc:
+        etbench_videos.main([str(tmp_path / "nowhere"), str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'nowhere'}: no such folder; unpack E.T. Bench's videos/<source>.tar.gz there"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on the PATH
+    with pytest.raises(SystemExit) as exc:
+        etbench_videos.main([str(tmp_path), str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ffmpeg: not found on the PATH; install it")
 
 
 def test_etbench_videos_keep_only_the_video_stream(tmp_path):

@@ -17,7 +17,7 @@ from museg_lit.config import CONF_DIR, compose  # noqa: E402
 from museg_lit.data import cache as cache_mod  # noqa: E402
 from museg_lit.data.annotations import GroundingSample  # noqa: E402
 from museg_lit.data.datamodule import FrameSpec, GroundingDataModule, GroundingDataset  # noqa: E402
-from museg_lit.data.video import VideoDecodeError  # noqa: E402
+from museg_lit.errors import DataError  # noqa: E402
 from videos import make_video  # noqa: E402
 
 FRAMES = FrameSpec(
@@ -67,9 +67,23 @@ def test_broken_and_escaping_videos_are_skipped_or_raised(video_root, tmp_path):
     assert all(it["clip"] is None for it in items)
     assert "broken.mp4" in items[0]["error"] and "escapes the video root" in items[1]["error"]
     assert "does not exist" in items[2]["error"]
+    # nothing loads: the sample and all 8 replacement draws are counted as skipped
+    assert [it["drawn"] for it in items] == [9, 9, 9] and all(len(it["skipped"]) == 9 for it in items)
     assert not list((tmp_path / "clips").rglob("*.clip"))  # failures are never cached
-    with pytest.raises(VideoDecodeError, match="broken.mp4"):
+    with pytest.raises(DataError, match=r"broken.mp4: not a readable media file .*data.on_error=raise"):
         GroundingDataset(samples, str(video_root), frames, on_error="raise")[0]
+
+
+def test_a_failed_sample_is_replaced_by_a_deterministic_draw(video_root):
+    """A broken video's sample is replaced (the batch stays full), the same way in every process."""
+    samples = [_sample("broken.mp4", "0"), *[_sample("ok.mp4", str(i)) for i in range(1, 6)]]
+    ds = GroundingDataset(samples, str(video_root), FRAMES, on_error="skip")
+    item = ds[0]
+    assert item["clip"] is not None and item["sample"].idx != "0"
+    assert item["drawn"] == 2 and [reason for _, reason in item["skipped"]] == [ds.load(0)["error"]]
+    again = GroundingDataset(samples, str(video_root), FRAMES, on_error="skip")[0]
+    assert again["sample"].idx == item["sample"].idx
+    assert ds[3]["drawn"] == 1 and ds[3]["skipped"] == []
 
 
 def test_datamodule_loads_et_bench_and_reports_counts(video_root, tmp_path):
@@ -155,3 +169,22 @@ def test_collator_skips_prompts_that_leave_no_room(video_root, tiny_checkpoint, 
     # nothing left: no inputs, both counted
     empty = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=lengths[0])(items)
     assert empty["inputs"] is None and len(empty["skipped"]) == 2
+
+
+def test_collator_replaces_prompts_that_leave_no_room(video_root, tiny_checkpoint):
+    """Given the dataset, a too-long prompt is replaced by another sample: the batch stays full."""
+    from transformers import Qwen2_5_VLProcessor
+
+    from museg_lit.data.datamodule import PromptCollator
+
+    processor = Qwen2_5_VLProcessor.from_pretrained(tiny_checkpoint, local_files_only=True)
+    long = GroundingSample(idx="L", problem="a much longer question " * 20, solution=[[0.5, 1.0]], video="ok.mp4",
+                           task="tvg", source="a.jsonl:9")
+    ds = GroundingDataset([_sample("ok.mp4", "0"), long, _sample("ok.mp4", "2")], str(video_root), FRAMES,
+                          on_error="skip")
+    short_len = PromptCollator(processor, "frame_selection_thinking")([ds[0]])["inputs"]["attention_mask"].sum()
+    collate = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=int(short_len) + 1, dataset=ds)
+    batch = collate([ds[0], ds[1]])
+    assert len(batch["samples"]) == 2 and "L" not in [s.idx for s in batch["samples"]]
+    assert batch["drawn"] == 3 and [source for source, _ in batch["skipped"]] == ["a.jsonl:9"]
+    assert ds.known_bad == {1: batch["skipped"][0][1]}  # not decoded again when drawn later

@@ -216,3 +216,137 @@ def test_eval_config_composes_with_the_published_protocol(data, template, tmp_pa
     assert cfg.model.gradient_checkpointing is False
     with pytest.raises(runner_mod.AnnotationError, match="not found"):  # `make data` not run in tmp_path
         runner.prepare("m")
+
+
+# ---------------------------------------------------------------------------- content-keyed resume
+
+
+def edit_annotations(ann: Path, **changes: dict) -> None:
+    """Change annotation entries in place: ``edit_annotations(ann, e1={"groundtruth": ...})``."""
+    entries = json.loads(ann.read_text())
+    for name, fields in changes.items():
+        entries[int(name[1:])].update(fields)
+    ann.write_text(json.dumps(entries))
+
+
+def test_item_changed_in_place_is_redone_and_scored_with_its_new_prediction(workspace, caplog):
+    tmp_path, ann, state = workspace
+    make_runner(tmp_path, ann).run(None, None, model_id="m")  # m_iou 0.7 (q1: IoU 0.5)
+    # same ids, new content: q1's ground truth becomes its prediction (IoU 1), q3's question is reworded
+    edit_annotations(ann, e1={"groundtruth": [[2.0, 3.0]]}, e3={"question": "q3: person eats a sandwich."})
+    state["generated"] = []
+    result = make_runner(tmp_path, ann).run(None, None, model_id="m")
+    assert sorted(state["generated"]) == ["q1: person sits.", "q3: person eats a sandwich."]
+    assert "2 stored predictions no longer match their annotation and are redone" in caplog.text
+    assert result.num_generated == 2 and result.metrics["tot"] == 5  # superseded rows do not count twice
+    assert result.metrics["m_iou"] == pytest.approx(0.8)  # (1 + 1 + 0 + 1 + 1) / 5
+    by_id = {r["id"]: r for r in result.records}
+    assert by_id["1"]["groundtruth"] == [[2.0, 3.0]] and by_id["1"]["iou"] == pytest.approx(1.0)
+    assert by_id["3"]["question"] == "q3: person eats a sandwich."
+    assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == 7  # appended, not rewritten
+
+
+def test_unchanged_items_are_reused_without_calling_the_model(workspace):
+    tmp_path, ann, state = workspace
+    first = make_runner(tmp_path, ann).run(None, None, model_id="m")
+    edit_annotations(ann, e1={"groundtruth": [[2.0, 3.0]]})
+    make_runner(tmp_path, ann).run(None, None, model_id="m")
+    state["fail_after"] = 0  # any call to the model from here on stops the test
+    result = make_runner(tmp_path, ann).run(None, None, model_id="m")
+    assert result.num_generated == 0 and result.metrics["m_iou"] == pytest.approx(0.8)
+    # back to the original annotation: the first run's row (its key matches again) is the one scored
+    edit_annotations(ann, e1={"groundtruth": [[2.0, 4.0]]})
+    result = make_runner(tmp_path, ann).run(None, None, model_id="m")
+    assert result.num_generated == 0 and result.metrics == first.metrics
+
+
+def test_rows_without_an_item_key_are_redone(workspace, caplog):
+    tmp_path, ann, state = workspace
+    make_runner(tmp_path, ann).run(None, None, model_id="m")
+    jsonl = tmp_path / "out" / "predictions.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    jsonl.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "item_key"}) + "\n" for r in rows))
+    state["generated"] = []
+    result = make_runner(tmp_path, ann).run(None, None, model_id="m")
+    assert len(state["generated"]) == 5 and result.metrics["m_iou"] == pytest.approx(0.7)
+    assert "5 stored predictions no longer match their annotation and are redone (5 written without an item_key" in caplog.text
+
+
+def test_item_key_covers_what_is_asked_and_how_it_is_scored():
+    base = EvalItem("0", "a.mp4", "q", [[0.0, 1.0]], "tvg", {"source": "x"})
+    frames = {"fps": 2.0}
+    key = runner_mod.item_key(base, "prompt q", frames)
+    assert len(key) == 16 and key == runner_mod.item_key(base, "prompt q", dict(frames))
+    variants = [
+        (EvalItem("0", "b.mp4", "q", [[0.0, 1.0]], "tvg", {"source": "x"}), "prompt q", frames),
+        (EvalItem("0", "a.mp4", "q2", [[0.0, 1.0]], "tvg", {"source": "x"}), "prompt q", frames),
+        (EvalItem("0", "a.mp4", "q", [[0.0, 2.0]], "tvg", {"source": "x"}), "prompt q", frames),
+        (EvalItem("0", "a.mp4", "q", [[0.0, 1.0]], "tal", {"source": "x"}), "prompt q", frames),
+        (EvalItem("0", "a.mp4", "q", [[0.0, 1.0]], "tvg", {"source": "y"}), "prompt q", frames),
+        (base, "other template q", frames),
+        (base, "prompt q", {"fps": 1.0}),
+    ]
+    assert len({key} | {runner_mod.item_key(*v) for v in variants}) == 1 + len(variants)
+
+
+# ---------------------------------------------------------------------------- damaged files
+
+
+def test_torn_last_line_inside_a_utf8_character_is_dropped_with_a_warning(tmp_path, caplog):
+    store = PredictionStore(tmp_path / "p.jsonl")
+    store.append([{"id": "0", "question": "café"}, {"id": "1", "question": "thé"}])
+    intact = store.path.read_bytes()
+    with open(store.path, "ab") as f:
+        f.write(b'{"id": "2", "question": "caf' + "é".encode()[:1])  # killed inside the 2-byte é
+    assert [r["question"] for r in store.rows()] == ["café", "thé"]
+    assert f"{store.path}:3: dropping a torn last line" in caplog.text
+    assert store.path.read_bytes() == intact  # cut, so the next append starts on a fresh line
+    store.append([{"id": "2", "question": "café"}])
+    assert [r["id"] for r in store.rows()] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b'{"id": "1", "question": "caf\xe2\x82"}', r"not UTF-8 \(byte 0xe2 at column 29\)"),
+    (b'{"id": "1", "question": "caf', r"not valid JSON \(Unterminated string starting at: column 25\)"),
+    (b'["1"]', r'not a prediction row \(a JSON object with an "id"\)'),
+])
+@pytest.mark.parametrize("position", ["middle", "last with its newline"])
+def test_bad_line_elsewhere_is_an_error_naming_file_and_line(tmp_path, line, message, position):
+    path = tmp_path / "p.jsonl"
+    good = [b'{"id": "0"}', b'{"id": "2"}']
+    lines = [good[0], line, good[1]] if position == "middle" else [*good, line]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    number = lines.index(line) + 1
+    with pytest.raises(runner_mod.AnnotationError, match=rf"^{path}:{number}: {message}; remove the line or pass resume=false"):
+        PredictionStore(path).rows()
+    assert path.read_bytes() == b"\n".join(lines) + b"\n"  # left as it was
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"{not json", r"not valid JSON \(Expecting property name"),
+    (b"\x89PNG\r\n\x1a\n\xff", r"not valid JSON \('utf-8' codec can't decode byte 0x89"),
+    (b"[1]", r"not a JSON object"),
+])
+def test_garbage_run_meta_is_an_error_naming_the_file(workspace, content, message):
+    tmp_path, ann, state = workspace
+    make_runner(tmp_path, ann).run(None, None, model_id="m")
+    meta = tmp_path / "out" / "run_meta.json"
+    meta.write_bytes(content)
+    with pytest.raises(runner_mod.AnnotationError, match=rf"^{meta}: {message}.*; delete it or pass resume=false"):
+        make_runner(tmp_path, ann).prepare("m")
+    assert make_runner(tmp_path, ann, resume=False).prepare("m") == set()  # the way out it names
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"{not json", r"not valid JSON \(Expecting property name"),
+    (b"\x89PNG\r\n\x1a\n\xff", r"not valid JSON \('utf-8' codec"),
+    (b"[1]", r"not a JSON object"),
+])
+def test_garbage_model_config_is_an_error_naming_the_file(tmp_path, content, message):
+    from museg_lit.errors import ConfigError
+    from museg_lit.models.factory import ModelSpec
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'ckpt' / 'config.json'}: {message}"):
+        runner_mod.load_eval_model(ModelSpec(name="Qwen/Qwen2.5-VL-7B-Instruct", path=str(tmp_path / "ckpt")), "cpu")

@@ -13,6 +13,7 @@ decoding again. Annotation counts (loaded / clipped / dropped / filtered) are in
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,10 +32,13 @@ from museg_lit.data.sampler import (
     ResumableSampler,
     lightning_progress,
 )
+from museg_lit.data.skips import missing_video_paths, missing_videos_error, resolve_video
 from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
 from museg_lit.data.video import VideoDecodeError
+from museg_lit.errors import ConfigError, DataError
 from museg_lit.models.processing import encode_prompts
 from museg_lit.prompts import render_question, video_messages
+from museg_lit.schema import check_fields, setting
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +52,20 @@ class FrameSpec:
     the sampling settings above, so one directory can serve several datasets and settings.
     """
 
-    fps: float = 2.0
-    min_frames: int = 4
-    max_frames: int = 768
-    min_pixels: int = 128 * 28 * 28
-    max_pixels: int = 768 * 28 * 28
-    total_pixels: int | None = None
-    timeout_s: float | None = 300.0
+    fps: float = setting(2.0, gt=0.0)
+    min_frames: int = setting(4, ge=1)
+    max_frames: int = setting(768, ge=1)
+    min_pixels: int = setting(128 * 28 * 28, ge=1)
+    max_pixels: int = setting(768 * 28 * 28, ge=1)
+    total_pixels: int | None = setting(None, ge=1)
+    timeout_s: float | None = setting(300.0, gt=0.0)
     cache_dir: str | None = None
 
-
-def resolve_video(video_root: str | Path, relative: str, *, source: str = "") -> Path:
-    """Join ``relative`` onto the root, refusing paths that escape it (``../../etc/passwd``)."""
-    root = Path(video_root).resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise VideoDecodeError(path, f"path {relative!r} ({source or 'annotation'}) escapes the video root {root}")
-    return path
+    def __post_init__(self):
+        check_fields(self, "data.frames")
+        if self.min_frames > self.max_frames or self.min_pixels > self.max_pixels:
+            raise ConfigError(f"data.frames: min_frames={self.min_frames} / min_pixels={self.min_pixels} must not "
+                              f"exceed max_frames={self.max_frames} / max_pixels={self.max_pixels}")
 
 
 def load_annotations(
@@ -88,21 +89,66 @@ def load_annotations(
 
 
 class GroundingDataset(Dataset):
-    """Decodes one sample's video; returns the sample with its clip, or with the error.
+    """Decodes one sample's video; a sample that fails is replaced by another one.
 
+    ``dataset[i]`` returns ``{"sample", "clip", "error", "decode_s", "index", "skipped", "drawn"}``.
+    A sample whose video is missing, escapes the root or cannot be decoded is skipped (a warning
+    names the file) and replaced by sample :meth:`replacement_index` ``(i, attempt)``, a
+    deterministic draw, up to ``max_replacements`` times: the batch stays full, a resumed run
+    draws the same replacements, and ``skipped`` lists every failure for the skip budget
+    (:class:`museg_lit.data.skips.SkipCounter`). ``clip`` is None only if every draw failed.
+    With ``on_error="raise"`` the first failure stops the run (:class:`DataError`).
     With ``frames.cache_dir`` set the clip comes from the on-disk cache when present
     (``decode_s`` is then the re-load time) and is written there after a decode.
     """
 
-    def __init__(self, samples: list[GroundingSample], video_root: str, frames: FrameSpec, on_error: str):
+    def __init__(self, samples: list[GroundingSample], video_root: str, frames: FrameSpec, on_error: str,
+                 max_replacements: int = 8):
         self.samples, self.video_root, self.frames, self.on_error = samples, video_root, frames, on_error
+        self.max_replacements = max_replacements
+        self.known_bad: dict[int, str] = {}  # index -> reason, in this process (each worker keeps its own)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
+        item = self.load(i)
+        if item["clip"] is not None:
+            return {**item, "skipped": [], "drawn": 1}
+        replaced = self.replace(i)
+        skipped = [(item["sample"].source, item["error"]), *replaced["skipped"]]
+        return {**(replaced if replaced["clip"] is not None else item), "skipped": skipped,
+                "drawn": 1 + replaced["drawn"], "decode_s": item["decode_s"] + replaced["decode_s"]}
+
+    def replacement_index(self, i: int, attempt: int) -> int:
+        """The sample that stands in for sample ``i`` at its ``attempt``-th replacement (never ``i``)."""
+        j = random.Random(f"museg-replacement/{i}/{attempt}").randrange(len(self.samples))
+        return (j + 1) % len(self.samples) if j == i and len(self.samples) > 1 else j
+
+    def replace(self, i: int) -> dict:
+        """The first of sample ``i``'s replacements that loads (``clip`` None if none does)."""
+        skipped: list[tuple[str, str]] = []
+        item: dict = {"clip": None}
+        seconds = 0.0
+        for attempt in range(self.max_replacements):
+            item = self.load(self.replacement_index(i, attempt))
+            seconds += item["decode_s"]
+            if item["clip"] is not None:
+                break
+            skipped.append((item["sample"].source, item["error"]))
+        return {**item, "skipped": skipped, "drawn": len(skipped) + (item["clip"] is not None), "decode_s": seconds}
+
+    def mark_bad(self, i: int, reason: str) -> None:
+        """Remember that sample ``i`` cannot train (e.g. its prompt is too long), so it is not decoded again."""
+        self.known_bad[i] = reason
+
+    def load(self, i: int) -> dict:
+        """Sample ``i`` with its clip, or with the error (no replacement)."""
         sample = self.samples[i]
         start = time.perf_counter()
+        failed = {"sample": sample, "clip": None, "index": i}
+        if i in self.known_bad:
+            return {**failed, "error": self.known_bad[i], "decode_s": 0.0}
         try:
             path = resolve_video(self.video_root, sample.video, source=sample.source)
             clip = load_video_cached(
@@ -113,24 +159,27 @@ class GroundingDataset(Dataset):
             )
         except VideoDecodeError as exc:
             if self.on_error == "raise":
-                raise
+                raise DataError(f"{exc} (sample {sample.idx}, {sample.source}; data.on_error=raise)") from exc
             log.warning("skipping sample %s (%s): %s", sample.idx, sample.source, exc)
-            return {"sample": sample, "clip": None, "error": str(exc), "decode_s": time.perf_counter() - start}
-        return {"sample": sample, "clip": clip, "error": None, "decode_s": time.perf_counter() - start}
+            self.mark_bad(i, str(exc))
+            return {**failed, "error": str(exc), "decode_s": time.perf_counter() - start}
+        return {"sample": sample, "clip": clip, "error": None, "index": i, "decode_s": time.perf_counter() - start}
 
 
 class PromptCollator:
     """Turns decoded samples into one processor batch (left-padded for generation).
 
     ``max_total_tokens`` (``rollout.max_total_tokens``): a prompt of that many tokens or more leaves
-    no room to generate (MUSEG's vLLM refused such prompts); it is skipped like an undecodable
-    video, with a warning naming the sample and its length, and counted in ``data/skipped``.
+    no room to generate (MUSEG's vLLM refused such prompts); it is skipped with a warning naming
+    the sample and its length and, given the ``dataset``, replaced like an undecodable video
+    (:meth:`GroundingDataset.replace`, at most ``max_rounds`` rounds). The batch carries
+    ``skipped`` (``(source, reason)`` of every failed draw) and ``drawn`` (samples tried).
     """
 
     def __init__(self, processor, template: str, system_prompt: str | None = None,
-                 max_total_tokens: int | None = None):
+                 max_total_tokens: int | None = None, dataset: GroundingDataset | None = None, max_rounds: int = 4):
         self.processor, self.template, self.system_prompt = processor, template, system_prompt
-        self.max_total_tokens = max_total_tokens
+        self.max_total_tokens, self.dataset, self.max_rounds = max_total_tokens, dataset, max_rounds
 
     def prompt_text(self, sample: GroundingSample) -> str:
         question = render_question(sample.problem, self.template)
@@ -139,29 +188,43 @@ class PromptCollator:
         )
 
     def __call__(self, items: list[dict]) -> dict:
+        skipped = [failure for it in items for failure in it.get("skipped", [])]
+        drawn = sum(it.get("drawn", 1) for it in items)
         good = [it for it in items if it["clip"] is not None]
-        batch = {
-            "samples": [it["sample"] for it in good],
-            "skipped": [(it["sample"].source, it["error"]) for it in items if it["clip"] is None],
-            "decode_s": sum(it["decode_s"] for it in items),
-            "inputs": None,
-        }
         inputs = self._encode(good)
-        if inputs is not None and self.max_total_tokens is not None:
-            lengths = inputs["attention_mask"].sum(dim=1).tolist()  # [B] prompt tokens
-            fits = [n < self.max_total_tokens for n in lengths]
-            if not all(fits):
-                for it, n, ok in zip(good, lengths, fits, strict=True):
-                    if not ok:
-                        why = (f"prompt of {n} tokens leaves no room to generate under "
-                               f"rollout.max_total_tokens={self.max_total_tokens}")
-                        log.warning("skipping sample %s (%s): %s", it["sample"].idx, it["sample"].source, why)
-                        batch["skipped"].append((it["sample"].source, why))
-                good = [it for it, ok in zip(good, fits, strict=True) if ok]
-                batch["samples"] = [it["sample"] for it in good]
-                inputs = self._encode(good)
-        batch["inputs"] = inputs
-        return batch
+        for round_ in range(self.max_rounds + 1):
+            too_long = self._too_long(good, inputs)
+            if not too_long:
+                break
+            for it, why in too_long.values():
+                log.warning("skipping sample %s (%s): %s", it["sample"].idx, it["sample"].source, why)
+                skipped.append((it["sample"].source, why))
+                if self.dataset is not None:
+                    self.dataset.mark_bad(it["index"], why)
+            replace = self.dataset is not None and round_ < self.max_rounds
+            kept = []
+            for pos, it in enumerate(good):
+                if pos not in too_long:
+                    kept.append(it)
+                elif replace:
+                    new = self.dataset.replace(it["index"])
+                    skipped.extend(new["skipped"])
+                    drawn += new["drawn"]
+                    if new["clip"] is not None:
+                        kept.append(new)
+            good = kept
+            inputs = self._encode(good)
+        return {"samples": [it["sample"] for it in good], "skipped": skipped, "drawn": drawn,
+                "decode_s": sum(it["decode_s"] for it in items), "inputs": inputs}
+
+    def _too_long(self, good: list[dict], inputs: dict | None) -> dict[int, tuple[dict, str]]:
+        """Positions in ``good`` whose prompt leaves no room under ``max_total_tokens`` -> (item, reason)."""
+        if inputs is None or self.max_total_tokens is None:
+            return {}
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()  # [B] prompt tokens
+        return {pos: (it, f"prompt of {n} tokens leaves no room to generate under "
+                          f"rollout.max_total_tokens={self.max_total_tokens}")
+                for pos, (it, n) in enumerate(zip(good, lengths, strict=True)) if n >= self.max_total_tokens}
 
     def _encode(self, items: list[dict]) -> dict | None:
         if not items:
@@ -222,6 +285,8 @@ class GroundingDataModule(L.LightningDataModule):
     ``max_total_tokens``: prompts that leave no room under this cap are skipped (:class:`PromptCollator`).
     ``global_batch_size``: prompts per optimizer step over all ranks (MUSEG: 14); the builder derives
     gradient accumulation from it (:func:`museg_lit.builders.accumulation_for`).
+    ``max_skip_fraction``: the most samples (as a fraction) that may lack their video at setup, or
+    fail when drawn during training, before the run stops (:mod:`museg_lit.data.skips`).
     """
 
     def __init__(
@@ -246,8 +311,11 @@ class GroundingDataModule(L.LightningDataModule):
         subset_file: str | None = None,
         max_total_tokens: int | None = None,
         global_batch_size: int | None = None,
+        max_skip_fraction: float = 0.1,
     ):
         super().__init__()
+        self.max_skip_fraction = max_skip_fraction
+        self.num_missing_videos = 0  # samples dropped at setup because their video is not there
         self.max_total_tokens = max_total_tokens
         self.global_batch_size = global_batch_size  # read by the builder (gradient accumulation), kept for reference
         if on_error not in ("skip", "raise"):
@@ -278,8 +346,26 @@ class GroundingDataModule(L.LightningDataModule):
         if self.max_samples is not None:
             samples = samples[: self.max_samples]
         if not samples:
-            raise ValueError(f"{self.annotation_file}: no usable samples")
+            raise DataError(f"{self.annotation_file}: no usable samples")
+        samples = self._with_videos(samples)
         self.train_set = GroundingDataset(samples, self.video_root, self.frames, self.on_error)
+
+    def _with_videos(self, samples: list[GroundingSample]) -> list[GroundingSample]:
+        """The samples whose video exists (one stat each, before any model loads); stop if more than
+        ``max_skip_fraction`` lack it (or any, with ``on_error=raise``)."""
+        missing = missing_video_paths([s.video for s in samples], self.video_root)
+        if not missing:
+            return samples
+        kept = [s for s in samples if s.video not in missing]
+        lost = len(samples) - len(kept)
+        if not kept or self.on_error == "raise" or lost / len(samples) > self.max_skip_fraction:
+            raise missing_videos_error(list(missing.values()), len({s.video for s in samples}), self.video_root,
+                                       source=str(self.annotation_file), max_fraction=self.max_skip_fraction)
+        log.warning("%s: %d of %d samples dropped, their video is missing under %s (first: %s)", self.annotation_file,
+                    lost, len(samples), Path(self.video_root).resolve(),
+                    ", ".join(map(str, list(missing.values())[:3])))
+        self.num_missing_videos = lost
+        return kept
 
     def train_dataloader(self) -> DataLoader:
         if self.processor is None:
@@ -302,7 +388,8 @@ class GroundingDataModule(L.LightningDataModule):
         )
 
     def _collator(self) -> PromptCollator:
-        return PromptCollator(self.processor, self.template, self.system_prompt, self.max_total_tokens)
+        return PromptCollator(self.processor, self.template, self.system_prompt, self.max_total_tokens,
+                              dataset=self.train_set)
 
     def refill_batches(self, seed: int = 1) -> Iterator[dict]:
         """Endless batches in a second random order, for DAPO's dynamic-sampling refills."""

@@ -9,7 +9,9 @@ published E.T. Bench numbers are for these files; ``make eval-etbench`` reads th
 
 Departures: outputs are written atomically (a ``.part`` name, then rename) and existing outputs
 are skipped, so an interrupted run continues; files with other extensions are listed, not an
-assertion failure.
+assertion failure. A missing ffmpeg or source folder prints one line, ``error: <where>: <what>``,
+and exits with status 2 (:mod:`museg_lit.errors`); videos that ffmpeg fails on are listed, one
+``error:`` line each, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from museg_lit.errors import user_errors
 
 __all__ = ["VIDEO_EXTENSIONS", "plan", "reencode"]
 
@@ -54,12 +58,16 @@ def _reencode_one(ffmpeg: str, src: Path, dst: Path) -> str | None:
 
 
 def reencode(src_root: str | Path, dst_root: str | Path, workers: int | None = None) -> list[str]:
-    """Re-encode every video (video stream only); returns the failures (one line each)."""
+    """Re-encode every video (video stream only); returns the failures (one line each).
+
+    Raises:
+        FileNotFoundError: no ``ffmpeg`` on the PATH, or ``src_root`` is not a folder.
+    """
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise SystemExit("error: ffmpeg not found: install it (apt-get install ffmpeg, or make install)")
+        raise FileNotFoundError("ffmpeg: not found on the PATH; install it (apt-get install ffmpeg, or make install)")
     if not Path(src_root).is_dir():
-        raise SystemExit(f"error: {src_root}: no such folder; unpack E.T. Bench's videos/<source>.tar.gz there")
+        raise FileNotFoundError(f"{src_root}: no such folder; unpack E.T. Bench's videos/<source>.tar.gz there")
     jobs, others = plan(src_root, dst_root)
     for path in others:
         print(f"not a video, left out: {path}")
@@ -75,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output folder (videos/et_bench_processed)")
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
-    failures = reencode(args.src, args.dst, args.workers)
+    with user_errors(FileNotFoundError):  # one line, exit 2
+        failures = reencode(args.src, args.dst, args.workers)
     for line in failures:
         print(f"error: {line}", file=sys.stderr)
     return 1 if failures else 0

@@ -13,8 +13,11 @@ How it runs:
   need 1,334 decodes instead of 3,720. Consecutive queries form left-padded batches of
   ``batch_size`` prompts.
 * Every finished batch is appended to ``predictions.jsonl`` in ``output_dir`` and flushed, so a
-  killed evaluation loses at most one batch: a rerun with the same ``output_dir`` skips the ids
-  already there (``run_meta.json`` guards against resuming with another model or setting).
+  killed evaluation loses at most one batch: a rerun with the same ``output_dir`` skips the
+  queries already there (``run_meta.json`` guards against resuming with another model or setting).
+  Each row carries a fingerprint of its query (``item_key``: video, question, prompt, ground
+  truth, task, frame settings), so a query whose annotation changed in place (same id) is asked
+  again and scored with its new prediction.
 * All videos are checked to exist *before* the model loads (:class:`MissingVideosError` says how
   many are missing, where they were looked for and how to get them). A video that exists but
   cannot be decoded makes its queries "no prediction" (score 0, logged, ``error`` in the JSONL);
@@ -29,6 +32,7 @@ applied, and positions follow the rule the checkpoints were trained with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +48,8 @@ from tqdm.auto import tqdm
 
 from museg_lit.data import annotations
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.data.datamodule import FrameSpec, resolve_video
+from museg_lit.data.datamodule import FrameSpec
+from museg_lit.data.skips import missing_videos, resolve_video
 from museg_lit.data.video import VideoClip, VideoDecodeError, load_video
 from museg_lit.evaluation.metrics import HEADLINE_METRIC, grounding_metrics, parse_prediction, sample_iou
 from museg_lit.models.generation import GREEDY, SpecialTokens, generate
@@ -62,6 +67,7 @@ __all__ = [
     "answer_text",
     "generate_answers",
     "group_by_video",
+    "item_key",
     "iter_batches",
     "missing_videos",
 ]
@@ -164,19 +170,6 @@ def answer_text(output: str) -> str:
     return output[start:end].strip() if end >= start else ""
 
 
-def missing_videos(videos: Iterable[str], video_root: str | Path) -> list[Path]:
-    """Resolved paths of the videos (relative to ``video_root``) that are not files."""
-    missing = []
-    for video in dict.fromkeys(videos):  # unique, in order
-        try:
-            path = resolve_video(video_root, video)
-        except VideoDecodeError:  # escapes the root: as good as missing
-            path = Path(video_root) / video
-        if not path.is_file():
-            missing.append(path)
-    return missing
-
-
 def missing_videos_message(missing: list[Path], total: int, video_root: str | Path, dataset: str,
                            etbench: bool = False) -> str:
     root = Path(video_root).resolve()
@@ -197,55 +190,100 @@ def missing_videos_message(missing: list[Path], total: int, video_root: str | Pa
 # ------------------------------------------------------------------------------------------------
 
 
+def item_key(item: EvalItem, prompt: str, frames: dict) -> str:
+    """Fingerprint of what ``item`` asks and how it is scored: the first 16 hex digits of the
+    sha256 of its video path, raw question, templated ``prompt``, ground truth, task, benchmark
+    fields (``extra``) and frame settings. Stored in each prediction row (``item_key``); a stored
+    prediction is reused only while its item still has the same key."""
+    content = {"video": item.video, "question": item.question, "prompt": prompt, "groundtruth": item.groundtruth,
+               "task": item.task, "extra": item.extra, "frames": frames}
+    blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
 class PredictionStore:
     """Append-only ``predictions.jsonl``: one row per sample, flushed per batch.
 
-    Reading tolerates a torn last line (the process was killed mid-write) and drops it, so the
-    next append starts on a fresh line. The last row of an id wins; rows with an ``error`` (video
-    not decodable) do not count as done, so a rerun retries them.
+    Reading tolerates a torn last line (no newline at its end: the process was killed mid-append),
+    drops it with a warning and cuts it from the file, so the next append starts on a fresh line;
+    any other line that is not a UTF-8 JSON object with an ``id`` is an :class:`AnnotationError`
+    naming ``file:line``. Rows carry their item's ``item_key`` (:func:`item_key`): for each id the
+    last row with the current key wins, so rows of an item changed since are ignored. Rows with an
+    ``error`` (video not decodable) do not count as done, so a rerun retries them.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def load(self) -> dict[str, dict]:
+    def rows(self) -> list[dict]:
+        """All rows in file order (a torn last line dropped and cut from the file)."""
         if not self.path.exists():
-            return {}
+            return []
         raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        rows: dict[str, dict] = {}
-        good_bytes = 0
-        for i, line in enumerate(lines):
-            if not line.strip():
-                good_bytes += len(line) + (1 if i < len(lines) - 1 else 0)
-                continue
+        body, newline, tail = raw.rpartition(b"\n")  # tail: the bytes after the last newline
+        rows = [self._parse(line, n) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+        if tail.strip():
+            last_line = body.count(b"\n") + 1 + bool(newline)
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines) - 1 or not any(x.strip() for x in lines[i + 1:]):
-                    log.warning("%s: dropping a torn last line (interrupted write)", self.path)
-                    break
-                raise AnnotationError(f"{self.path}:{i + 1}: not valid JSON; remove the line or pass resume=false") from None
-            rows[str(row["id"])] = row
-            good_bytes += len(line) + 1
-        if good_bytes < len(raw):
-            with open(self.path, "r+b") as f:  # cut the torn tail so appends stay line-aligned
-                f.truncate(min(good_bytes, len(raw)))
+                rows.append(self._parse(tail, last_line))
+            except AnnotationError:
+                log.warning("%s:%d: dropping a torn last line (an interrupted write)", self.path, last_line)
+                with open(self.path, "r+b") as f:  # cut it so that appends stay line-aligned
+                    f.truncate(len(raw) - len(tail))
         return rows
 
-    def done_ids(self) -> set[str]:
-        return {i for i, row in self.load().items() if not row.get("error")}
+    def _parse(self, line: bytes, number: int) -> dict:
+        """One row: strict UTF-8, a JSON object with an ``id``; else AnnotationError naming file:line."""
+        where, fix = f"{self.path}:{number}", "remove the line or pass resume=false"
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise AnnotationError(f"{where}: not UTF-8 (byte {line[exc.start]:#04x} at column {exc.start + 1}); {fix}") from None
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(f"{where}: not valid JSON ({exc.msg}: column {exc.colno}); {fix}") from None
+        if not isinstance(row, dict) or "id" not in row:
+            raise AnnotationError(f'{where}: not a prediction row (a JSON object with an "id"); {fix}')
+        return row
+
+    def load(self) -> dict[str, dict]:
+        """The last row of each id, whatever its ``item_key``."""
+        return {str(row["id"]): row for row in self.rows()}
+
+    def load_matching(self, keys: dict[str, str], rows: list[dict] | None = None) -> dict[str, dict]:
+        """For each id of ``keys``, its last row whose ``item_key`` is ``keys[id]`` (ids without one are absent)."""
+        latest = {}
+        for row in self.rows() if rows is None else rows:
+            if (i := str(row["id"])) in keys and row.get("item_key") == keys[i]:
+                latest[i] = row
+        return latest
+
+    def done_ids(self, keys: dict[str, str] | None = None) -> set[str]:
+        """Ids with a prediction (no ``error``); with ``keys``, only rows with the id's current key count."""
+        rows = self.load() if keys is None else self.load_matching(keys)
+        return {i for i, row in rows.items() if not row.get("error")}
 
     def reset(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")
 
     def append(self, rows: list[dict]) -> None:
+        """Write ``rows`` as JSON lines at the end (on a fresh line) and fsync."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        with open(self.path, "a+b") as f:
+            if _ends_mid_line(f):  # e.g. an edited file whose last row lacks its newline
+                text = "\n" + text
+            f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+
+
+def _ends_mid_line(f) -> bool:
+    """True if the binary file ``f`` is not empty and does not end with a newline."""
+    if f.seek(0, os.SEEK_END) == 0:
+        return False
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) != b"\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -425,6 +463,7 @@ class EvalRunner:
         self.benchmark = self._pick_benchmark(subset_file, list(tasks) if tasks else None)
         self.store = PredictionStore(self.output_dir / PREDICTIONS_FILE)
         self._items: list[EvalItem] | None = None
+        self._keys: dict[str, str] | None = None
         self._done: set[str] | None = None
         self._model_id: str | None = None
 
@@ -461,17 +500,28 @@ class EvalRunner:
                 missing, len(set(videos)), self.video_root, self.dataset,
                 etbench=self.benchmark.name == "etbench"))
 
+    def frame_settings(self) -> dict:
+        """The frame settings that change what the model sees (not the timeout or the cache folder)."""
+        return {k: v for k, v in asdict(self.frames).items() if k not in ("timeout_s", "cache_dir")}
+
     def settings(self, model_id: str) -> dict:
         """What must match for a rerun to resume the JSONL (``run_meta.json``)."""
-        frames = {k: v for k, v in asdict(self.frames).items() if k not in ("timeout_s", "cache_dir")}
         return {"model": model_id, "annotation_file": str(Path(self.annotation_file).resolve()),
-                "template": self.template, "frames": frames, "max_new_tokens": self.max_new_tokens,
+                "template": self.template, "frames": self.frame_settings(), "max_new_tokens": self.max_new_tokens,
                 "max_samples": self.max_samples}
+
+    def item_keys(self) -> dict[str, str]:
+        """``{id: item_key}`` of every item (:func:`item_key`): what a stored row must match to be reused."""
+        if self._keys is None:
+            frames = self.frame_settings()
+            self._keys = {it.id: item_key(it, self.benchmark.question(it), frames) for it in self.items()}
+        return self._keys
 
     def prepare(self, model_id: str) -> set[str]:
         """Everything that can fail before the model loads: annotations, videos, the resume check.
 
-        Returns the ids already done (resume) and writes ``run_meta.json``.
+        Returns the ids already done (resume: a stored prediction whose item is unchanged) and
+        writes ``run_meta.json``.
         """
         self.check_videos()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -479,20 +529,37 @@ class EvalRunner:
         settings = self.settings(model_id)
         settings.pop("max_samples")  # a longer run may extend a quick one
         if self.resume and self.store.path.exists() and meta_path.exists():
-            old = json.loads(meta_path.read_text())
-            old.pop("max_samples", None)
-            diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings[k])))
-            if diff:
-                raise ValueError(
-                    f"{self.output_dir} holds predictions made with other settings (differ: {', '.join(diff)}); "
-                    "pass resume=false to start over, or name=... for another output directory")
+            self._check_meta(meta_path, settings)
         if not self.resume:
             self.store.reset()
         meta_path.write_text(json.dumps(settings, indent=2))
-        known = {it.id for it in self.items()}
-        self._done = {i for i in self.store.done_ids() if i in known}
+        self._done = self._resumable()
         self._model_id = model_id
         return self._done
+
+    def _check_meta(self, meta_path: Path, settings: dict) -> None:
+        """Raise ValueError unless ``run_meta.json`` records the same ``settings``."""
+        old = _read_meta(meta_path)
+        old.pop("max_samples", None)
+        diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings[k])))
+        if diff:
+            raise ValueError(
+                f"{self.output_dir} holds predictions made with other settings (differ: {', '.join(diff)}); "
+                "pass resume=false to start over, or name=... for another output directory")
+
+    def _resumable(self) -> set[str]:
+        """Ids whose stored prediction can be reused; logs how many stored ones are redone because
+        their item changed (or was stored before rows carried an ``item_key``)."""
+        keys = self.item_keys()
+        rows = self.store.rows()
+        matching = self.store.load_matching(keys, rows)
+        stale = {str(r["id"]) for r in rows if str(r["id"]) in keys} - set(matching)
+        if stale:
+            keyless = {str(r["id"]) for r in rows if "item_key" not in r} & stale
+            log.warning("%s: %d stored predictions no longer match their annotation and are redone%s",
+                        self.store.path, len(stale),
+                        f" ({len(keyless)} written without an item_key by an older version)" if keyless else "")
+        return {i for i, row in matching.items() if not row.get("error")}
 
     # ---- the evaluation ----
     def run(self, model, processor, *, model_id: str = "") -> EvalResult:
@@ -518,7 +585,7 @@ class EvalRunner:
                 bar.update(len(rows))
         finally:
             bar.close()
-        rows = self.store.load()
+        rows = self.store.load_matching(self.item_keys())  # superseded rows of changed items are left out
         missing = [it.id for it in items if it.id not in rows]
         if missing:  # cannot happen unless the file was edited meanwhile
             raise RuntimeError(f"{self.store.path}: no prediction for ids {missing[:5]}")
@@ -555,8 +622,8 @@ class EvalRunner:
         rows = []
         for it, dv in batch:
             output = outputs.get(it.id, "")
-            row = {"id": it.id, "video": it.video, "task": it.task, "question": it.question,
-                   "groundtruth": it.groundtruth, "output": output}
+            row = {"id": it.id, "item_key": self.item_keys()[it.id], "video": it.video, "task": it.task,
+                   "question": it.question, "groundtruth": it.groundtruth, "output": output}
             row.update(self.benchmark.record(it, output))
             row["duration"] = dv.clip.duration if dv.clip is not None else None
             row["error"] = dv.error
@@ -564,6 +631,18 @@ class EvalRunner:
                 row["extra"] = it.extra
             rows.append(row)
         return rows
+
+
+def _read_meta(path: Path) -> dict:
+    """``run_meta.json`` as a dict; AnnotationError naming the file if it is not a UTF-8 JSON object."""
+    fix = "delete it or pass resume=false to start over"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError
+        raise AnnotationError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise AnnotationError(f"{path}: not a JSON object; {fix}")
+    return meta
 
 
 def resolve_device(device: str) -> torch.device:

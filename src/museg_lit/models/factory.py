@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
+from museg_lit.errors import ConfigError
 from museg_lit.models.lora import LoraSpec, apply_lora
 from museg_lit.models.tiny import TINY_DEFAULTS, build_tiny_checkpoint
 
@@ -115,12 +116,27 @@ def resolve_model_path(spec: ModelSpec) -> Path:
     Raises:
         FileNotFoundError: a real (non-tiny) spec whose path is unset or holds no ``config.json``;
             the one-line message says how to get the weights.
+        ConfigError: its ``config.json`` is not a JSON object (the message names the file).
     """
     if spec.tiny:
         return build_tiny_checkpoint(spec.path or default_tiny_dir(spec.seed), seed=spec.seed)
     if spec.path is None or not (Path(spec.path).expanduser() / "config.json").is_file():
         raise FileNotFoundError(_download_hint(spec))
+    _check_config_json(Path(spec.path).expanduser() / "config.json")
     return Path(spec.path).expanduser()
+
+
+def _check_config_json(path: Path) -> None:
+    """Raise ConfigError naming ``path`` unless it is a UTF-8 JSON object (transformers' own error
+    for a broken ``config.json`` names no file)."""
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError
+        raise ConfigError(
+            f"{path}: not valid JSON ({exc}); model.path must be a Hugging Face checkpoint folder"
+        ) from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a JSON object; model.path must be a Hugging Face checkpoint folder")
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -1,0 +1,253 @@
+"""Typed config checks: every numeric and enum-like value is checked for type and range at start,
+and a bad one is refused with its key named (``rollout.num_generations='abc': expected an integer``).
+
+A schema is a dataclass whose fields carry their bounds (:func:`setting`). Two uses:
+
+* :func:`check_fields` in a settings dataclass's ``__post_init__`` (``AlgoConfig``,
+  ``RolloutConfig``, ``FrameSpec``): the object checks itself however it is built.
+* :func:`check_config` on a composed config, before anything is built: the groups Hydra hands to
+  third-party classes (``lightning.Trainer``, ``torch.optim.AdamW``) and to the data module are
+  checked against the schemas below (only the keys present are checked; Hydra's struct mode
+  already refuses unknown keys).
+
+Types are exact: an int field takes no bool or string, a float field takes ints but no strings,
+NaN or infinity; a bool field takes only ``true``/``false``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from museg_lit.errors import ConfigError
+from museg_lit.prompts import TEMPLATES
+
+__all__ = ["CheckpointSchema", "DataSchema", "OptimizerSchema", "RunSchema", "SchedulerSchema", "TrainerSchema",
+           "check_config", "check_fields", "check_value", "setting"]
+
+
+def setting(default: Any = None, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, choices: Sequence | None = None) -> Any:
+    """A dataclass field with bounds: ``batch_size: int = setting(1, ge=1)``."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices})
+
+
+def _type_error(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> None:
+    """Raise unless ``value`` has type ``annotation`` (int, float, bool, str, X | None, list[X], tuple)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check_type(key, value, option)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(options) == 1:
+            raise errors[0]
+        raise _type_error(key, value, " or ".join(getattr(o, "__name__", str(o)) for o in options)
+                          + (" or null" if type(None) in args else ""))
+    if annotation is Any:
+        return
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, value, "true or false")
+    elif annotation is int:
+        if not _is_int(value):
+            raise _type_error(key, value, "an integer")
+    elif annotation is float:
+        if not (_is_int(value) or isinstance(value, float)):
+            raise _type_error(key, value, "a number")
+        if not math.isfinite(value):
+            raise _type_error(key, value, "a finite number")
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise _type_error(key, value, "a string")
+    elif origin in (list, tuple, Sequence):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _type_error(key, value, "a list")
+        inner = args[0] if args else Any
+        for i, item in enumerate(value):
+            _check_type(f"{key}[{i}]", item, inner)
+    elif (origin in (dict, Mapping) or annotation in (dict, Mapping)) and not isinstance(value, Mapping):
+        raise _type_error(key, value, "a mapping")
+
+
+def _range_words(meta: Mapping) -> str:
+    """``ge=0, lt=1`` -> ``in [0, 1)``; ``ge=2`` -> ``>= 2``."""
+    low = ("[", meta["ge"]) if meta.get("ge") is not None else ("(", meta["gt"]) if meta.get("gt") is not None else None
+    high = ("]", meta["le"]) if meta.get("le") is not None else (")", meta["lt"]) if meta.get("lt") is not None else None
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+
+
+def _check_bounds(key: str, value: Any, meta: Mapping) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(map(str, choices))}")
+    if not (_is_int(value) or isinstance(value, float)):
+        return
+    inside = ((meta.get("ge") is None or value >= meta["ge"]) and (meta.get("gt") is None or value > meta["gt"])
+              and (meta.get("le") is None or value <= meta["le"]) and (meta.get("lt") is None or value < meta["lt"]))
+    if not inside:
+        raise ConfigError(f"{key}={value!r}: must be {_range_words(meta)}")
+
+
+def check_value(key: str, value: Any, annotation: Any, meta: Mapping | None = None) -> None:
+    """Check one value's type, then its bounds; the error names ``key``."""
+    _check_type(key, value, annotation)
+    if value is not None and meta:
+        _check_bounds(key, value, meta)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_fields(obj: Any, prefix: str) -> None:
+    """Check every field of a dataclass instance against its annotation and bounds."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        check_value(f"{prefix}.{f.name}", getattr(obj, f.name), hints[f.name], f.metadata)
+
+
+def check_group(values: Mapping | None, schema: type, prefix: str) -> None:
+    """Check the keys of ``values`` that ``schema`` declares (others are left alone)."""
+    if not values:
+        return
+    hints = _hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name in values:
+            check_value(f"{prefix}.{f.name}" if prefix else f.name, values[f.name], hints[f.name], f.metadata)
+
+
+# ---------------------------------------------------------------- schemas of groups built by others
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+
+
+@dataclass(frozen=True)
+class DataSchema:
+    """``conf/data``: the data module's arguments (see ``GroundingDataModule``)."""
+
+    annotation_file: str = setting("")
+    video_root: str = setting("")
+    # "etbench": E.T. Bench's own fixed instruction (evaluation only)
+    template: str = setting("frame_selection_thinking", choices=(*TEMPLATES, "etbench"))
+    batch_size: int = setting(1, ge=1)
+    global_batch_size: int | None = setting(None, ge=1)
+    num_workers: int = setting(0, ge=0)
+    on_error: str = setting("skip", choices=("skip", "raise"))
+    segment_policy: str = setting("clip", choices=("keep", "clip", "drop", "error"))
+    shuffle: bool = setting(True)
+    max_samples: int | None = setting(None, ge=1)
+    max_skip_fraction: float = setting(0.1, ge=0.0, le=1.0)
+    system_prompt: str | None = setting(None)
+    annotation_format: str = setting("auto", choices=("auto", "museg_train", "museg_eval", "perception_test",
+                                                      "et_bench"))
+
+
+@dataclass(frozen=True)
+class TrainerSchema:
+    """``conf/trainer``: the ``lightning.Trainer`` arguments this project sets."""
+
+    max_steps: int = setting(-1, ge=-1)
+    max_epochs: int | None = setting(None, ge=-1)
+    accumulate_grad_batches: int | None = setting(None, ge=1)
+    gradient_clip_val: float | None = setting(None, ge=0.0)
+    log_every_n_steps: int = setting(1, ge=1)
+    num_nodes: int = setting(1, ge=1)
+    num_sanity_val_steps: int = setting(0, ge=-1)
+    precision: str | int = setting("32-true", choices=PRECISIONS + (32, 16, 64))
+    val_check_interval: int | float | None = setting(None, gt=0)
+
+
+@dataclass(frozen=True)
+class OptimizerSchema:
+    """``optim.optimizer``: AdamW's (and most optimizers') numeric settings."""
+
+    lr: float = setting(1e-6, gt=0.0)
+    betas: list[float] = setting(None)
+    eps: float = setting(1e-8, gt=0.0)
+    weight_decay: float = setting(0.0, ge=0.0)
+    momentum: float = setting(0.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class SchedulerSchema:
+    """``optim.scheduler``: warm-up and decay of the learning rate."""
+
+    warmup_steps: int = setting(0, ge=0)
+
+
+@dataclass(frozen=True)
+class CheckpointSchema:
+    """``callbacks.checkpoint``: how often and how many checkpoints are kept."""
+
+    dirpath: str = setting("")
+    every_n_train_steps: int = setting(100, ge=1)
+    keep_last: int = setting(2, ge=-1)
+    save_final: bool = setting(True)
+    export_hf: bool = setting(False)
+    fsync: bool = setting(True)
+
+
+@dataclass(frozen=True)
+class RunSchema:
+    """Top-level keys of ``conf/train.yaml``."""
+
+    seed: int = setting(42, ge=0)
+    run_name: str | None = setting(None)
+    resume: str | bool | None = setting("auto")
+    task_name: str = setting("train")
+
+
+def _betas(values: Mapping | None) -> None:
+    betas = (values or {}).get("betas")
+    if betas is None:
+        return
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.optimizer.betas={list(betas)!r}: expected two numbers in [0, 1)")
+
+
+def check_config(cfg: Mapping) -> None:
+    """Check a composed training config's groups (plain dicts or ``DictConfig``, resolved)."""
+    from museg_lit.data.datamodule import FrameSpec  # noqa: PLC0415 (data imports torch-heavy modules)
+    from museg_lit.rl.config import AlgoConfig, RolloutConfig  # noqa: PLC0415
+
+    def group(*path: str) -> Mapping | None:
+        node: Any = cfg
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node if isinstance(node, Mapping) else None
+
+    from museg_lit.models.factory import ModelSpec  # noqa: PLC0415
+
+    check_group(cfg, RunSchema, "")
+    check_group(group("model"), ModelSpec, "model")
+    check_group(group("data"), DataSchema, "data")
+    check_group(group("data", "frames"), FrameSpec, "data.frames")
+    check_group(group("trainer"), TrainerSchema, "trainer")
+    check_group(group("optim", "optimizer"), OptimizerSchema, "optim.optimizer")
+    _betas(group("optim", "optimizer"))
+    check_group(group("optim", "scheduler"), SchedulerSchema, "optim.scheduler")
+    check_group(group("callbacks", "checkpoint"), CheckpointSchema, "callbacks.checkpoint")
+    check_group(group("algo"), AlgoConfig, "algo")
+    check_group(group("rollout"), RolloutConfig, "rollout")
