@@ -365,6 +365,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     # ---- atomic save and delete
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = filepath + TMP_SUFFIX
+        error: OSError | None = None
         try:
             trainer.save_checkpoint(tmp, self.save_weights_only)  # every rank writes; ends with a barrier
             if trainer.is_global_zero:
@@ -373,7 +374,10 @@ class ResumableCheckpoint(ModelCheckpoint):
                              config=self.run_config)
                 publish(tmp, filepath, fsync=self.fsync)
         except OSError as exc:
-            self._save_failed(trainer, filepath, exc)
+            error = exc
+        # every rank takes the same branch (rank 0 alone publishes, and alone may fail)
+        if trainer.strategy.reduce_boolean_decision(error is not None, all=False):
+            self._save_failed(trainer, filepath, error or OSError("the save failed on another rank"))
             return
         trainer.strategy.barrier("ResumableCheckpoint.publish")
         self._failed = None
@@ -387,8 +391,9 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def _save_failed(self, trainer: L.Trainer, filepath: str, exc: OSError) -> None:
         """Clean up a failed save; keep every older checkpoint; go on, or stop if the fit ends here."""
-        discard(filepath + TMP_SUFFIX)
-        discard(record_path(filepath))
+        if trainer.is_global_zero:
+            discard(filepath + TMP_SUFFIX)
+            discard(record_path(filepath))
         self._failed = filepath
         self.best_k_models.pop(filepath, None)  # never rotate an older checkpoint out for this one
         kept = latest_checkpoint(self.dirpath) if self.dirpath is not None else None

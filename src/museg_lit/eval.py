@@ -16,14 +16,16 @@ from omegaconf import DictConfig
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.errors import user_errors
 from museg_lit.evaluation.runner import load_eval_model, log_eval_run
+from museg_lit.schema import check_eval_config
 from museg_lit.tracking import log_run_config
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    spec = instantiate(cfg.model)
-    runner = instantiate(cfg.runner)
     with user_errors(FileNotFoundError, AnnotationError, NotImplementedError, ValueError):  # one line, exit 2
+        check_eval_config(cfg)
+        spec = instantiate(cfg.model)
+        runner = instantiate(cfg.runner)
         runner.prepare(model_id=str(spec.path or spec.name))  # missing videos fail here, at once
         model, processor = load_eval_model(spec, cfg.device)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]

@@ -27,7 +27,7 @@ from typing import Any
 from museg_lit.errors import ConfigError
 from museg_lit.prompts import TEMPLATES
 
-__all__ = ["CheckpointSchema", "DataSchema", "OptimizerSchema", "RunSchema", "SchedulerSchema", "TrainerSchema",
+__all__ = ["CheckpointSchema", "DataSchema", "EvalSchema", "check_eval_config", "OptimizerSchema", "RunSchema", "SchedulerSchema", "TrainerSchema",
            "check_config", "check_fields", "check_value", "setting"]
 
 
@@ -227,27 +227,49 @@ def _betas(values: Mapping | None) -> None:
         raise ConfigError(f"optim.optimizer.betas={list(betas)!r}: expected two numbers in [0, 1)")
 
 
+def _group(cfg: Mapping, *path: str) -> Mapping | None:
+    node: Any = cfg
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else None
+
+
 def check_config(cfg: Mapping) -> None:
-    """Check a composed training config's groups (plain dicts or ``DictConfig``, resolved)."""
+    """Check a composed training config's groups (plain dicts or ``DictConfig``)."""
     from museg_lit.data.datamodule import FrameSpec  # noqa: PLC0415 (data imports torch-heavy modules)
+    from museg_lit.models.factory import ModelSpec  # noqa: PLC0415
     from museg_lit.rl.config import AlgoConfig, RolloutConfig  # noqa: PLC0415
 
-    def group(*path: str) -> Mapping | None:
-        node: Any = cfg
-        for key in path:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        return node if isinstance(node, Mapping) else None
+    check_group(cfg, RunSchema, "")
+    check_group(_group(cfg, "model"), ModelSpec, "model")
+    check_group(_group(cfg, "data"), DataSchema, "data")
+    check_group(_group(cfg, "data", "frames"), FrameSpec, "data.frames")
+    check_group(_group(cfg, "trainer"), TrainerSchema, "trainer")
+    check_group(_group(cfg, "optim", "optimizer"), OptimizerSchema, "optim.optimizer")
+    _betas(_group(cfg, "optim", "optimizer"))
+    check_group(_group(cfg, "optim", "scheduler"), SchedulerSchema, "optim.scheduler")
+    check_group(_group(cfg, "callbacks", "checkpoint"), CheckpointSchema, "callbacks.checkpoint")
+    check_group(_group(cfg, "algo"), AlgoConfig, "algo")
+    check_group(_group(cfg, "rollout"), RolloutConfig, "rollout")
 
+
+@dataclass(frozen=True)
+class EvalSchema:
+    """Top-level keys of ``conf/eval.yaml``."""
+
+    batch_size: int = setting(8, ge=1)
+    max_new_tokens: int = setting(512, ge=1)
+    device: str = setting("auto")
+    resume: bool = setting(True)
+    task: str | None = setting(None, choices=("tvg", "tal"))
+
+
+def check_eval_config(cfg: Mapping) -> None:
+    """Check a composed evaluation config (``python -m museg_lit.eval``)."""
+    from museg_lit.data.datamodule import FrameSpec  # noqa: PLC0415
     from museg_lit.models.factory import ModelSpec  # noqa: PLC0415
 
-    check_group(cfg, RunSchema, "")
-    check_group(group("model"), ModelSpec, "model")
-    check_group(group("data"), DataSchema, "data")
-    check_group(group("data", "frames"), FrameSpec, "data.frames")
-    check_group(group("trainer"), TrainerSchema, "trainer")
-    check_group(group("optim", "optimizer"), OptimizerSchema, "optim.optimizer")
-    _betas(group("optim", "optimizer"))
-    check_group(group("optim", "scheduler"), SchedulerSchema, "optim.scheduler")
-    check_group(group("callbacks", "checkpoint"), CheckpointSchema, "callbacks.checkpoint")
-    check_group(group("algo"), AlgoConfig, "algo")
-    check_group(group("rollout"), RolloutConfig, "rollout")
+    check_group(cfg, EvalSchema, "")
+    check_group(_group(cfg, "model"), ModelSpec, "model")
+    check_group(_group(cfg, "data", "frames"), FrameSpec, "data.frames")
+    check_group(_group(cfg, "data"), DataSchema, "data")

@@ -60,10 +60,29 @@ def test_config_values_are_refused_with_the_key_named(override, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("batch_size=0", "batch_size=0: must be >= 1"),
+    ("max_new_tokens=many", "max_new_tokens='many': expected an integer"),
+    ("task=grounding", "task='grounding': choose one of tvg, tal"),
+    ("resume=maybe", "resume='maybe': expected true or false"),
+    ("data.frames.fps=abc", "data.frames.fps='abc': expected a number"),
+])
+def test_eval_config_values_are_refused_with_the_key_named(override, message):
+    from museg_lit.schema import check_eval_config
+
+    with pytest.raises(ConfigError) as err:
+        check_eval_config(compose([override], config_name="eval"))
+    assert str(err.value).startswith(message), str(err.value)
+
+
 def test_every_shipped_config_passes_the_schema():
     for overrides in (["+experiment=stage1"], ["+experiment=stage2"], ["+experiment=longvtg"], ["algo=dapo"],
                       ["trainer=fsdp"], ["data=charades_sta"], ["data=et_bench_subset"], ["data=perception_test"]):
         check_config(compose(overrides))
+    from museg_lit.schema import check_eval_config
+
+    for data in ("charades_sta", "thumos14", "thumos15", "et_bench", "et_bench_subset", "perception_test"):
+        check_eval_config(compose([f"data={data}"], config_name="eval"))
 
 
 # ---------------------------------------------------------------- the real entry point

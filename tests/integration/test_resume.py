@@ -180,7 +180,12 @@ def test_kept_checkpoints_export_hf_on_request(tmp_path, synthetic_data, tiny_ch
         out = export_checkpoint(ckpt_dir / "step_00000002.ckpt", instantiate(cfg.model), tmp_path / "offline")
         offline = Qwen2_5_VLForConditionalGeneration.from_pretrained(out, local_files_only=True).eval()
         assert torch.equal(trained, offline(input_ids=ids).logits)
-    # the same config built again resumes from that checkpoint (resume=auto)
+    # the same config built again finds the run finished; a longer run resumes from that checkpoint (resume=auto)
+    from museg_lit.checkpointing import RunFinished
+
+    with pytest.raises(RunFinished, match="already finished at step 2"):
+        build_training(cfg)
+    cfg.trainer.max_steps = 3
     assert build_training(cfg).ckpt_path == str(ckpt_dir / "step_00000002.ckpt")
 
 

@@ -388,3 +388,28 @@ def test_real_files_through_the_dispatcher(museg_data_dir):
     assert {s.task for s in thumos} == {"tal"} and all(s.subtask is None for s in thumos)
     with pytest.raises(ValueError, match="E.T. Bench files only"):
         load_annotations(museg_data_dir / "charades_sta.json", tasks=["tvg"])
+
+
+def test_duplicate_ids_are_named_with_both_lines(tmp_path):
+    rec = {"idx": 7, "problem": "q", "solution": [[0, 1]], "video": "v.mp4", "task": "tvg"}
+    path = _write(tmp_path, [json.dumps(rec), json.dumps({**rec, "video": "w.mp4"})])
+    with pytest.raises(AnnotationError, match=rf"^{path}:2: id '7' repeats \(first at {path}:1\)$"):
+        load_annotations(path)
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("keep", [[2.0, 12.0]]), ("clip", [[2.0, 8.0]]), ("drop", None), ("error", AnnotationError),
+])
+def test_segments_without_a_file_duration_meet_the_decoded_one(policy, expected):
+    """No 'duration' in the file: the segment is checked against the decoded video's 8 s at decode."""
+    from museg_lit.data.annotations import GroundingSample, fit_to_duration
+
+    sample = GroundingSample(idx="1", problem="q", solution=[[2.0, 12.0]], video="v.mp4", task="tvg", source="a:3")
+    if expected is AnnotationError:
+        with pytest.raises(AnnotationError, match=r"a:3 \(decoded duration 8.000s of v.mp4\): segment \[2.0, 12.0\]"):
+            fit_to_duration(sample, 8.0, policy)
+        return
+    out = fit_to_duration(sample, 8.0, policy)
+    assert (out.solution if out is not None else None) == expected
+    with_duration = GroundingSample(**{**sample.__dict__, "duration": 20.0})
+    assert fit_to_duration(with_duration, 8.0, policy) is with_duration  # checked at load against its own

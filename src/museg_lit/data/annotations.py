@@ -36,7 +36,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -499,15 +499,40 @@ def load_annotations(
     if fmt != "et_bench" and (tasks is not None or subset_file is not None):
         raise ValueError(f"{path}: tasks / subset_file apply to E.T. Bench files only (format {fmt!r})")
     if fmt == "museg_train":
-        return load_museg_jsonl(path, segment_policy=segment_policy, report=report)
-    if fmt == "museg_eval":
-        return load_museg_eval_json(path, task=task, segment_policy=segment_policy, report=report)
-    if fmt == "perception_test":
-        return load_perception_test_json(path, segment_policy=segment_policy, report=report)
-    return load_et_bench_json(
-        path, tasks=ET_BENCH_DEFAULT_TASKS if tasks is None else tasks, subset=subset_file,
-        segment_policy=segment_policy, report=report,
-    )  # fmt: skip
+        samples = load_museg_jsonl(path, segment_policy=segment_policy, report=report)
+    elif fmt == "museg_eval":
+        samples = load_museg_eval_json(path, task=task, segment_policy=segment_policy, report=report)
+    elif fmt == "perception_test":
+        samples = load_perception_test_json(path, segment_policy=segment_policy, report=report)
+    else:
+        samples = load_et_bench_json(
+            path, tasks=ET_BENCH_DEFAULT_TASKS if tasks is None else tasks, subset=subset_file,
+            segment_policy=segment_policy, report=report,
+        )  # fmt: skip
+    check_unique_ids(samples)
+    return samples
+
+
+def check_unique_ids(samples: Iterable[GroundingSample]) -> None:
+    """Raise naming both places when two samples share an id (rollout reuse, resume and evaluation
+    records are keyed on it)."""
+    first: dict[str, str] = {}
+    for sample in samples:
+        if sample.idx in first:
+            raise AnnotationError(f"{sample.source}: id {sample.idx!r} repeats (first at {first[sample.idx]})")
+        first[sample.idx] = sample.source
+
+
+def fit_to_duration(sample: GroundingSample, duration: float, policy: str) -> GroundingSample | None:
+    """Check a sample whose file gives no duration against its decoded video's ``duration``, under
+    ``policy`` as at load: ``keep`` returns it unchanged, ``clip`` clips its segments, ``drop``
+    returns None, ``error`` raises naming the sample. Samples with a duration were checked at load."""
+    if sample.duration is not None or policy == "keep":
+        return sample
+    where = f"{sample.source} (decoded duration {duration:.3f}s of {sample.video})"
+    segments, _ = _check_segments(sample.solution, where=where, key="solution", duration=duration, policy=policy,
+                                  report=LoadReport())
+    return None if segments is None else replace(sample, solution=segments)
 
 
 def task_counts(samples: Iterable[GroundingSample]) -> dict[str, int]:

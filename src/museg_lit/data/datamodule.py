@@ -98,13 +98,17 @@ class GroundingDataset(Dataset):
     draws the same replacements, and ``skipped`` lists every failure for the skip budget
     (:class:`museg_lit.data.skips.SkipCounter`). ``clip`` is None only if every draw failed.
     With ``on_error="raise"`` the first failure stops the run (:class:`DataError`).
+    A sample whose file gives no ``duration`` has its segments checked against the decoded video's
+    duration under ``segment_policy`` (:func:`museg_lit.data.annotations.fit_to_duration`); a
+    sample ``drop`` rejects is skipped and replaced like a broken video.
     With ``frames.cache_dir`` set the clip comes from the on-disk cache when present
     (``decode_s`` is then the re-load time) and is written there after a decode.
     """
 
     def __init__(self, samples: list[GroundingSample], video_root: str, frames: FrameSpec, on_error: str,
-                 max_replacements: int = 8):
+                 max_replacements: int = 8, segment_policy: str = "keep"):
         self.samples, self.video_root, self.frames, self.on_error = samples, video_root, frames, on_error
+        self.segment_policy = segment_policy
         self.max_replacements = max_replacements
         self.known_bad: dict[int, str] = {}  # index -> reason, in this process (each worker keeps its own)
 
@@ -163,7 +167,13 @@ class GroundingDataset(Dataset):
             log.warning("skipping sample %s (%s): %s", sample.idx, sample.source, exc)
             self.mark_bad(i, str(exc))
             return {**failed, "error": str(exc), "decode_s": time.perf_counter() - start}
-        return {"sample": sample, "clip": clip, "error": None, "index": i, "decode_s": time.perf_counter() - start}
+        fitted = annotations.fit_to_duration(sample, clip.duration, self.segment_policy)
+        if fitted is None:
+            why = f"a segment of {sample.solution} lies beyond the decoded duration {clip.duration:.3f}s (segment_policy=drop)"
+            log.warning("skipping sample %s (%s): %s", sample.idx, sample.source, why)
+            self.mark_bad(i, why)
+            return {**failed, "error": why, "decode_s": time.perf_counter() - start}
+        return {"sample": fitted, "clip": clip, "error": None, "index": i, "decode_s": time.perf_counter() - start}
 
 
 class PromptCollator:
@@ -348,7 +358,8 @@ class GroundingDataModule(L.LightningDataModule):
         if not samples:
             raise DataError(f"{self.annotation_file}: no usable samples")
         samples = self._with_videos(samples)
-        self.train_set = GroundingDataset(samples, self.video_root, self.frames, self.on_error)
+        self.train_set = GroundingDataset(samples, self.video_root, self.frames, self.on_error,
+                                          segment_policy=self.segment_policy)
 
     def _with_videos(self, samples: list[GroundingSample]) -> list[GroundingSample]:
         """The samples whose video exists (one stat each, before any model loads); stop if more than
