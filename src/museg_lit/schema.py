@@ -102,7 +102,7 @@ def _range_words(meta: Mapping) -> str:
 def _check_bounds(key: str, value: Any, meta: Mapping) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(dict.fromkeys(map(str, choices)))}")
     if not (_is_int(value) or isinstance(value, float)):
         return
     inside = ((meta.get("ge") is None or value >= meta["ge"]) and (meta.get("gt") is None or value > meta["gt"])

@@ -20,6 +20,7 @@ from museg_lit.builders import build_training
 from museg_lit.checkpointing import CheckpointSaveError, ResumeError, RunFinished, register_resolvers
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.errors import user_errors
+from museg_lit.schema import check_config
 from museg_lit.tracking import start_tracking
 
 # the frozen reference model is deliberately in eval mode; the module moves batches itself on purpose
@@ -32,10 +33,11 @@ register_resolvers()  # hydra.run.dir (conf/train.yaml) names the run directory 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    L.seed_everything(cfg.seed, workers=True)
     # user errors: one line, no traceback (config values refused by the typed configs included)
     try:
         with user_errors(FileNotFoundError, AnnotationError, ResumeError):
+            check_config(cfg)  # first: the seed itself is a checked value
+            L.seed_everything(cfg.seed, workers=True)
             run = build_training(cfg)
     except RunFinished as done:  # the same command after the run finished: say so, exit 0
         print(f"museg_lit: {done}", file=sys.stderr, flush=True)

@@ -119,11 +119,13 @@ def resolve_model_path(spec: ModelSpec) -> Path:
         ConfigError: its ``config.json`` is not a JSON object (the message names the file).
     """
     if spec.tiny:
-        return build_tiny_checkpoint(spec.path or default_tiny_dir(spec.seed), seed=spec.seed)
-    if spec.path is None or not (Path(spec.path).expanduser() / "config.json").is_file():
+        path = build_tiny_checkpoint(spec.path or default_tiny_dir(spec.seed), seed=spec.seed)
+    elif spec.path is None or not (Path(spec.path).expanduser() / "config.json").is_file():
         raise FileNotFoundError(_download_hint(spec))
-    _check_config_json(Path(spec.path).expanduser() / "config.json")
-    return Path(spec.path).expanduser()
+    else:
+        path = Path(spec.path).expanduser()
+    _check_config_json(path / "config.json")
+    return path
 
 
 def _check_config_json(path: Path) -> None:
