@@ -464,20 +464,22 @@ def eval_torn_case(p: Probe, d: Path) -> tuple[Proc, str]:
     return proc, eval_summary(proc, d)
 
 
-def eval_bad_config_case(p: Probe, d: Path) -> tuple[Proc, str]:
-    write_eval_annotations(p, d)
+def broken_model(p: Probe, d: Path) -> Path:
+    """A copy of the tiny checkpoint whose ``config.json`` is not JSON."""
     model = d / "badmodel"
     shutil.copytree(p.tiny, model)
     (model / "config.json").write_text("{not json")
-    proc = p.eval(d, {"model.path": model})
+    return model
+
+
+def eval_bad_config_case(p: Probe, d: Path) -> tuple[Proc, str]:
+    write_eval_annotations(p, d)
+    proc = p.eval(d, {"model.path": broken_model(p, d)})
     return proc, eval_summary(proc, d)
 
 
 def train_bad_config_case(p: Probe, d: Path) -> tuple[Proc, str]:
-    model = d / "badmodel"
-    shutil.copytree(p.tiny, model)
-    (model / "config.json").write_text("{not json")
-    proc = p.train(d, {"model.path": model})
+    proc = p.train(d, {"model.path": broken_model(p, d)})
     return proc, train_summary(proc, d)
 
 

@@ -153,7 +153,9 @@ def find_resume_checkpoint(resume: str | None, ckpt_dir: str | Path | None) -> P
     if mode == "auto":
         return latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     if mode == "never":
-        if ckpt_dir is not None and latest_checkpoint(ckpt_dir) is not None:
+        # any checkpoint-looking file refuses (no need to hash it: damaged or not, it is not ours to mix)
+        if ckpt_dir is not None and any(is_complete(p) for p in Path(ckpt_dir).glob(f"*{CHECKPOINT_SUFFIX}")
+                                        if not p.is_symlink()):
             raise ResumeError(f"{ckpt_dir} already holds checkpoints of this run and resume=never: use resume=auto "
                               "to continue it, or give the new run its own run_name=...")
         return None

@@ -339,7 +339,7 @@ class GRPOModule(L.LightningModule):
     def _count_skips(self, batch: dict) -> bool:
         """Count the batch's draws and skips, log them, and enforce the skip budget on every rank at
         once (a ``DataError`` naming the first failures). Returns whether this rank has samples."""
-        self.skips.add(batch.get("drawn", len(batch["samples"]) + len(batch["skipped"])), batch["skipped"])
+        self.skips.add(batch["drawn"], batch["skipped"])
         self.log_dict({**self.skips.as_metrics(), "data/missing_videos": float(self.missing_videos)},
                       on_step=True, batch_size=1)
         has_samples = batch["inputs"] is not None

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from museg_lit.data.annotations import ANNOTATION_FORMATS, SEGMENT_POLICIES
 from museg_lit.errors import ConfigError
 from museg_lit.prompts import TEMPLATES
 
@@ -155,13 +156,12 @@ class DataSchema:
     global_batch_size: int | None = setting(None, ge=1)
     num_workers: int = setting(0, ge=0)
     on_error: str = setting("skip", choices=("skip", "raise"))
-    segment_policy: str = setting("clip", choices=("keep", "clip", "drop", "error"))
+    segment_policy: str = setting("clip", choices=SEGMENT_POLICIES)
     shuffle: bool = setting(True)
     max_samples: int | None = setting(None, ge=1)
     max_skip_fraction: float = setting(0.1, ge=0.0, le=1.0)
     system_prompt: str | None = setting(None)
-    annotation_format: str = setting("auto", choices=("auto", "museg_train", "museg_eval", "perception_test",
-                                                      "et_bench"))
+    annotation_format: str = setting("auto", choices=ANNOTATION_FORMATS)
 
 
 @dataclass(frozen=True)

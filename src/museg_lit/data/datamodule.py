@@ -2,9 +2,10 @@
 
 Each sample's video is decoded once (in a DataLoader worker) at the configured fps and pixel budget;
 the G rollouts of a prompt share that clip (the module expands tensors, it never decodes again).
-A video that cannot be decoded is skipped with a warning naming the file, counted per batch
-(``num_skipped``), and the module logs the running total as ``data/skipped``; with
-``on_error="raise"`` it stops the run instead. With ``FrameSpec.cache_dir`` set, decoded clips are
+A video that is missing at setup drops its sample; one that cannot be decoded (or a prompt that
+leaves no room to generate) is skipped with a warning naming the file and replaced by another
+sample, so the batch stays full; both are counted and bounded by ``max_skip_fraction``
+(:mod:`museg_lit.data.skips`). With ``on_error="raise"`` the first failure stops the run. With ``FrameSpec.cache_dir`` set, decoded clips are
 kept on disk (:mod:`museg_lit.data.cache`) and later epochs, runs and ranks re-load them instead of
 decoding again. Annotation counts (loaded / clipped / dropped / filtered) are in
 ``GroundingDataModule.report`` after ``setup``.
@@ -198,8 +199,8 @@ class PromptCollator:
         )
 
     def __call__(self, items: list[dict]) -> dict:
-        skipped = [failure for it in items for failure in it.get("skipped", [])]
-        drawn = sum(it.get("drawn", 1) for it in items)
+        skipped = [failure for it in items for failure in it["skipped"]]
+        drawn = sum(it["drawn"] for it in items)
         good = [it for it in items if it["clip"] is not None]
         inputs = self._encode(good)
         for round_ in range(self.max_rounds + 1):

@@ -257,10 +257,9 @@ class PredictionStore:
                 latest[i] = row
         return latest
 
-    def done_ids(self, keys: dict[str, str] | None = None) -> set[str]:
-        """Ids with a prediction (no ``error``); with ``keys``, only rows with the id's current key count."""
-        rows = self.load() if keys is None else self.load_matching(keys)
-        return {i for i, row in rows.items() if not row.get("error")}
+    def done_ids(self) -> set[str]:
+        """Ids whose last row is a prediction (no ``error``), whatever its ``item_key``."""
+        return {i for i, row in self.load().items() if not row.get("error")}
 
     def reset(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
