@@ -86,6 +86,10 @@ eval-etbench-subset: ## E.T. Bench 470-sample subset (MUSEG's subset.json), grou
 bench-step: ## GRPO step benchmark: shared prefix vs repeated prompts (A/B, medians); writes experiments/results/bench_step.{md,json}
 	$(PYTHON) experiments/bench_step.py $(BENCH_ARGS)
 
+.PHONY: bench-checksum
+bench-checksum: ## cost of the SHA-256 in each checkpoint record (vs CRC-32, BLAKE2b); writes experiments/results/bench_checksum.md
+	$(PYTHON) experiments/bench_checksum.py $(BENCH_ARGS)
+
 .PHONY: bench-decode
 bench-decode: ## decode benchmark: load_video vs qwen-vl-utils (decord) vs ffmpeg; writes experiments/results/bench_decode.{md,json}
 	$(PYTHON) experiments/bench_decode.py $(BENCH_ARGS)

@@ -7,8 +7,8 @@ checkpoint has one. It serves three checks on resume:
 
 * **damage**: bytes changed after the write (a bad disk, a copy cut short, a flipped bit) fail the
   checksum; ``resume=auto`` then skips that checkpoint with a warning and takes the previous one.
-  Hashing reads the whole checkpoint once per save and once per resume (about 1.7 GB/s here: a
-  minute for 100 GB).
+  Hashing reads the whole checkpoint once per save and once per resume, on rank 0: 1.6 GB/s,
+  about a minute per 100 GB, on the CI machine (``make bench-checksum``).
 * **changed config**: :func:`config_changes` lists the keys that differ from the config the run
   was started with; :data:`APPLIED_ON_RESUME` says which of them a resumed run may take (run
   length, logging, checkpoint cadence, performance switches with equal numbers); any other change
