@@ -26,7 +26,10 @@ from museg_lit.errors import ConfigError
 from museg_lit.models.factory import load_processor
 from museg_lit.module import GRPOModule
 from museg_lit.outputs import check_writable, output_folders
+from museg_lit.policy_module import PolicyModule
 from museg_lit.schema import check_config
+from museg_lit.sft.config import SFTConfig
+from museg_lit.sft.module import SFTModule
 from museg_lit.tracking import build_mlflow_logger
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainingRun:
     trainer: L.Trainer
-    module: GRPOModule
+    module: PolicyModule  # GRPOModule, or SFTModule with algo=sft
     datamodule: GroundingDataModule
     ckpt_path: str | None = None  # the checkpoint `fit` continues from (None: a fresh start)
 
@@ -135,18 +138,19 @@ def build_training(cfg: DictConfig) -> TrainingRun:
                           # without our checkpoint callback Lightning would add its own default one
                           enable_checkpointing=checkpoint is not None, **({"plugins": plugins} if plugins else {}))
     accumulation = _derive_accumulation(cfg, trainer)
-    # num_iterations > 1: each group of accumulated batches is replayed num_iterations times;
-    # prompts that leave no room under rollout.max_total_tokens are skipped by the collator
-    datamodule = instantiate(cfg.data, processor=processor, repeat_batches=cfg.algo.num_iterations,
-                             repeat_group=accumulation, max_total_tokens=cfg.rollout.get("max_total_tokens"))
-    module = GRPOModule(
-        model=spec,
-        reward=instantiate(cfg.reward),
-        algo=instantiate(cfg.algo),
-        rollout=instantiate(cfg.rollout),
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-    )
+    algo = instantiate(cfg.algo)
+    optimizer = instantiate(cfg.optim.optimizer)
+    scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    if isinstance(algo, SFTConfig):  # algo=sft: teacher-forced answers, no rollouts and no rewards
+        datamodule = instantiate(cfg.data, processor=processor, answers=algo.target)
+        module: PolicyModule = SFTModule(model=spec, algo=algo, optimizer=optimizer, scheduler=scheduler)
+    else:
+        # num_iterations > 1: each group of accumulated batches is replayed num_iterations times;
+        # prompts that leave no room under rollout.max_total_tokens are skipped by the collator
+        datamodule = instantiate(cfg.data, processor=processor, repeat_batches=algo.num_iterations,
+                                 repeat_group=accumulation, max_total_tokens=cfg.rollout.get("max_total_tokens"))
+        module = GRPOModule(model=spec, reward=instantiate(cfg.reward), algo=algo, rollout=instantiate(cfg.rollout),
+                            optimizer=optimizer, scheduler=scheduler)
     run_config = OmegaConf.to_container(cfg, resolve=False)
     if checkpoint is not None and hasattr(checkpoint, "run_config"):
         checkpoint.run_config = run_config  # recorded with each checkpoint

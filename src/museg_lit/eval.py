@@ -8,12 +8,15 @@ the README table: ``m_iou`` for single-segment sets, ``mean_f1_multi`` for multi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from museg_lit.data.annotations import AnnotationError
+from museg_lit.data.synthetic import generate_synthetic_dataset
 from museg_lit.errors import user_errors
 from museg_lit.evaluation.runner import load_eval_model, log_eval_run
 from museg_lit.schema import check_eval_config
@@ -24,6 +27,8 @@ from museg_lit.tracking import log_run_config
 def main(cfg: DictConfig) -> float:
     with user_errors(FileNotFoundError, AnnotationError, NotImplementedError, ValueError):  # one line, exit 2
         check_eval_config(cfg)
+        if cfg.data.get("synthetic") and not Path(cfg.data.annotation_file).exists():
+            generate_synthetic_dataset(instantiate(cfg.data.synthetic))  # a generated split, written once
         spec = instantiate(cfg.model)
         runner = instantiate(cfg.runner)
         runner.prepare(model_id=str(spec.path or spec.name))  # missing videos fail here, at once

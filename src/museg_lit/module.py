@@ -38,23 +38,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributed.device_mesh import DeviceMesh
 
-from museg_lit.data.skips import SkipCounter
-from museg_lit.distributed.ranks import RankGroup, all_ranks_agree, gathered_group_advantages, mesh_groups
-from museg_lit.distributed.sharding import (
-    ShardingConfig,
-    cast_parameters,
-    shard_model,
-    unshard_for_generation,
-)
-from museg_lit.models.factory import ModelSpec, load_policy, load_processor, load_reference
-from museg_lit.models.generation import SpecialTokens
+from museg_lit.distributed.ranks import gathered_group_advantages
+from museg_lit.distributed.sharding import ShardingConfig, unshard_for_generation
+from museg_lit.models.factory import ModelSpec
 from museg_lit.models.lora import reference_context
+from museg_lit.policy_module import PolicyModule
 from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
 from museg_lit.rl.logprobs import rollout_logprobs
@@ -85,7 +78,7 @@ def _pad_cat(tensors: list[Tensor], value: float = 0.0) -> Tensor:
     return torch.cat([F.pad(t, (0, width - t.shape[1]), value=value) for t in tensors], dim=0)
 
 
-class GRPOModule(L.LightningModule):
+class GRPOModule(PolicyModule):
     def __init__(
         self,
         model: ModelSpec,
@@ -96,51 +89,25 @@ class GRPOModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         num_completions_logged: int = 8,
     ):
-        super().__init__()
-        self.spec, self.reward, self.algo, self.rollout_cfg = model, reward, algo, rollout
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(model, optimizer, scheduler)
+        self.reward, self.algo, self.rollout_cfg = reward, algo, rollout
         self.num_completions_logged = num_completions_logged
-        self.policy: torch.nn.Module | None = None
-        self.reference: torch.nn.Module | None = None
-        self.processor = None
-        self.skips = SkipCounter()  # draws / skipped samples and the skip budget (data.max_skip_fraction)
-        self.missing_videos = 0  # samples the data module dropped at setup (video not there)
         self.last_completions: list[dict] = []  # rows for the MLflow completions table
         self.refill_batches: Iterator | None = None  # DAPO refills; set by the data module hook below
         self._cache: dict[tuple, tuple[list[ScoredRollout], int]] = {}
         self._update_started: float | None = None
-        self.sharded = False  # set by configure_model under a model-parallel strategy (FSDP2)
-        self.rank_group = RankGroup()  # ranks sharing each prompt (generation_split); 1 rank by default
+
+    @property
+    def needs_reference(self) -> bool:
+        # no KL weight anywhere -> no reference model in memory at all
+        return self.algo.needs_reference
 
     @property
     def generations_per_rank(self) -> int:
         """Completions of each prompt generated on this rank: ``G / generation_split``."""
         return self.rollout_cfg.num_generations // self.rank_group.size
 
-    # ---- model construction (Lightning calls this once, also under sharded strategies) ----
-    def configure_model(self) -> None:
-        if self.policy is not None:
-            return
-        self.processor = load_processor(self.spec)
-        # from_pretrained returns eval mode; activation checkpointing (set by load_policy) needs train mode
-        self.policy = load_policy(self.spec).train()
-        # no KL weight anywhere -> no reference model in memory at all; with LoRA the reference is
-        # the policy with its adapter disabled (no second copy either)
-        self.reference = load_reference(self.spec) if self.algo.needs_reference and not self.spec.uses_lora else None
-        if self.device_mesh is not None:  # set by Lightning's ModelParallelStrategy (trainer=fsdp)
-            self._shard(self.device_mesh)
-        # stop / pad / never-sample ids, looked up once (museg_lit.models.generation)
-        self.tokens = SpecialTokens.of(self.policy, self.processor.tokenizer)
-
-    def _sharding_config(self, mesh: DeviceMesh) -> ShardingConfig:
-        # FSDP2Strategy carries the settings; a bare ModelParallelStrategy gets the defaults
-        # (bf16 compute on GPU, fp32 on CPU where bf16 matmuls are slow and gloo is the backend)
-        cfg = getattr(self._trainer.strategy, "sharding", None) if self._trainer is not None else None
-        return cfg or ShardingConfig(param_dtype="bfloat16" if mesh.device_type == "cuda" else None)
-
-    def _shard(self, mesh: DeviceMesh) -> None:
-        """FSDP2 on policy and reference (see :mod:`museg_lit.distributed.sharding`)."""
-        cfg = self._sharding_config(mesh)
+    def check_sharding(self, cfg: ShardingConfig, mesh: DeviceMesh) -> None:
         if self.algo.dynamic_sampling and mesh.size() > 1:
             raise NotImplementedError(
                 "algo.dynamic_sampling (DAPO refills) with more than one rank is not supported yet: each rank would "
@@ -150,53 +117,10 @@ class GRPOModule(L.LightningModule):
         if self.rollout_cfg.num_generations % cfg.generation_split:
             raise ValueError(f"rollout.num_generations={self.rollout_cfg.num_generations} is not divisible by "
                              f"generation_split={cfg.generation_split}")
-        fsdp_mesh, self.rank_group = mesh_groups(mesh, cfg.generation_split)
-        mp_policy = cfg.mp_policy()
-        # fp32 master weights under mixed precision: the optimizer must not update bf16 weights
-        # (an lr of 1.5e-6 is below bf16's resolution for weights of magnitude ~1e-2).
-        # LoRA: the peft wrapper is sharded like the bare model (adapters live inside the blocks and
-        # are gathered with them); the reference is the policy with its adapter disabled, which
-        # changes no parameter, so every rank still runs the same collectives.
-        cast_parameters(self.policy, cfg.policy_dtype)
-        shard_model(self.policy, fsdp_mesh, mp_policy=mp_policy, reshard_after_forward=cfg.reshard_after_forward,
-                    activation_checkpointing=self.spec.gradient_checkpointing)
-        if self.reference is not None:
-            # no optimizer state and no grad: store it in the compute dtype, no activation checkpointing
-            cast_parameters(self.reference, cfg.reference_dtype)
-            shard_model(self.reference, fsdp_mesh, mp_policy=mp_policy,
-                        reshard_after_forward=cfg.reshard_after_forward, frozen=True)
-        self.sharded = True
-
-    def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=max(1, self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        # only the processor tensors travel; samples (frozen dataclasses) stay on the host
-        if batch.get("inputs") is not None:
-            batch["inputs"] = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
-        return batch
-
-    @property
-    def skipped_total(self) -> int:
-        return self.skips.skipped
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["museg_skips"] = self.skips.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "museg_skips" in checkpoint:
-            self.skips.load_state_dict(checkpoint["museg_skips"])
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None:
-            self.skips.max_fraction = getattr(dm, "max_skip_fraction", self.skips.max_fraction)
-            self.missing_videos = getattr(dm, "num_missing_videos", 0)
         if self.algo.dynamic_sampling and dm is not None and self.refill_batches is None:
             self.refill_batches = dm.refill_batches()
 
@@ -336,25 +260,9 @@ class GRPOModule(L.LightningModule):
         return chunks
 
     # ---- one GRPO step ----
-    def _count_skips(self, batch: dict) -> bool:
-        """Count the batch's draws and skips, log them, and enforce the skip budget on every rank at
-        once (a ``DataError`` naming the first failures). Returns whether this rank has samples."""
-        self.skips.add(batch["drawn"], batch["skipped"])
-        self.log_dict({**self.skips.as_metrics(), "data/missing_videos": float(self.missing_videos)},
-                      on_step=True, batch_size=1)
-        has_samples = batch["inputs"] is not None
-        # a batch none of whose draws loaded is over any budget below 1; under FSDP every rank must
-        # stop (or go on) together, or the others wait forever in the next collective
-        within = not self.skips.exceeded() and (has_samples or self.skips.max_fraction >= 1)
-        if not all_ranks_agree(within, self.device):
-            raise self.skips.error()
-        return has_samples
-
-    # ---- one GRPO step ----
     def training_step(self, batch: dict, batch_idx: int):
-        # every draw of this batch failed (only with data.max_skip_fraction=1): no step. Under FSDP all
-        # ranks must run the same forwards and backward, so one rank with nothing makes every rank skip
-        if not all_ranks_agree(self._count_skips(batch), self.device):
+        # every draw of this batch failed (only with data.max_skip_fraction=1): no step on any rank
+        if not self.has_batch(batch):
             return None
         timings = {"decode_s": batch["decode_s"]}
         chunks = self._rollouts(batch, timings)

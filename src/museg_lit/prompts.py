@@ -13,6 +13,9 @@ data generator uses them so that generated questions look like the real ones.
 
 from __future__ import annotations
 
+# Qwen's chat template closes every turn with this token; a completion ends with it (generation stops there).
+END_OF_TURN = "<|im_end|>"
+
 TEMPLATES: dict[str, str] = {
     "frame_selection_thinking": (
         "{} First, output reasoning process in <think> </think> tags. The reasoning process must "

@@ -239,6 +239,7 @@ def check_config(cfg: Mapping) -> None:
     from museg_lit.data.datamodule import FrameSpec  # noqa: PLC0415 (data imports torch-heavy modules)
     from museg_lit.models.factory import ModelSpec  # noqa: PLC0415
     from museg_lit.rl.config import AlgoConfig, RolloutConfig  # noqa: PLC0415
+    from museg_lit.sft.config import SFTConfig  # noqa: PLC0415
 
     check_group(cfg, RunSchema, "")
     check_group(_group(cfg, "model"), ModelSpec, "model")
@@ -249,7 +250,8 @@ def check_config(cfg: Mapping) -> None:
     _betas(_group(cfg, "optim", "optimizer"))
     check_group(_group(cfg, "optim", "scheduler"), SchedulerSchema, "optim.scheduler")
     check_group(_group(cfg, "callbacks", "checkpoint"), CheckpointSchema, "callbacks.checkpoint")
-    check_group(_group(cfg, "algo"), AlgoConfig, "algo")
+    algo = _group(cfg, "algo")
+    check_group(algo, SFTConfig if str((algo or {}).get("_target_", "")).endswith("SFTConfig") else AlgoConfig, "algo")
     check_group(_group(cfg, "rollout"), RolloutConfig, "rollout")
 
 
@@ -262,6 +264,7 @@ class EvalSchema:
     device: str = setting("auto")
     resume: bool = setting(True)
     task: str | None = setting(None, choices=("tvg", "tal"))
+    video_ablation: str = setting("none", choices=("none", "blank"))
 
 
 def check_eval_config(cfg: Mapping) -> None:

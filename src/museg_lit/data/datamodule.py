@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
 from museg_lit.data.video import VideoDecodeError
 from museg_lit.errors import ConfigError, DataError
 from museg_lit.models.processing import encode_prompts
-from museg_lit.prompts import render_question, video_messages
+from museg_lit.prompts import END_OF_TURN, render_question, video_messages
 from museg_lit.schema import check_fields, setting
 
 log = logging.getLogger(__name__)
@@ -185,12 +185,18 @@ class PromptCollator:
     the sample and its length and, given the ``dataset``, replaced like an undecodable video
     (:meth:`GroundingDataset.replace`, at most ``max_rounds`` rounds). The batch carries
     ``skipped`` (``(source, reason)`` of every failed draw) and ``drawn`` (samples tried).
+
+    ``answers`` (SFT, :class:`museg_lit.sft.config.SFTConfig`): the completion to teach for a sample;
+    the batch then also carries ``answer_ids`` / ``answer_mask`` ``[B, C]``, right-padded: the
+    answer's tokens followed by the end-of-turn token that stops generation.
     """
 
     def __init__(self, processor, template: str, system_prompt: str | None = None,
-                 max_total_tokens: int | None = None, dataset: GroundingDataset | None = None, max_rounds: int = 4):
+                 max_total_tokens: int | None = None, dataset: GroundingDataset | None = None, max_rounds: int = 4,
+                 answers: Callable[[GroundingSample], str] | None = None):
         self.processor, self.template, self.system_prompt = processor, template, system_prompt
         self.max_total_tokens, self.dataset, self.max_rounds = max_total_tokens, dataset, max_rounds
+        self.answers = answers
 
     def prompt_text(self, sample: GroundingSample) -> str:
         question = render_question(sample.problem, self.template)
@@ -225,8 +231,21 @@ class PromptCollator:
                         kept.append(new)
             good = kept
             inputs = self._encode(good)
-        return {"samples": [it["sample"] for it in good], "skipped": skipped, "drawn": drawn,
-                "decode_s": sum(it["decode_s"] for it in items), "inputs": inputs}
+        batch = {"samples": [it["sample"] for it in good], "skipped": skipped, "drawn": drawn,
+                 "decode_s": sum(it["decode_s"] for it in items), "inputs": inputs}
+        if self.answers is not None:
+            batch.update(self.encode_answers(batch["samples"]))
+        return batch
+
+    def encode_answers(self, samples: list[GroundingSample]) -> dict:
+        """``answer_ids`` / ``answer_mask`` ``[B, C]`` (right-padded) of the samples' taught answers, each
+        closed by the end-of-turn token; ``[B, 0]`` for no sample."""
+        if not samples:
+            return {"answer_ids": torch.zeros(0, 0, dtype=torch.long), "answer_mask": torch.zeros(0, 0, dtype=torch.long)}
+        tokenizer = self.processor.tokenizer
+        texts = [self.answers(s) + END_OF_TURN for s in samples]
+        enc = tokenizer(texts, padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
+        return {"answer_ids": enc["input_ids"], "answer_mask": enc["attention_mask"]}
 
     def _too_long(self, good: list[dict], inputs: dict | None) -> dict[int, tuple[dict, str]]:
         """Positions in ``good`` whose prompt leaves no room under ``max_total_tokens`` -> (item, reason)."""
@@ -323,8 +342,10 @@ class GroundingDataModule(L.LightningDataModule):
         max_total_tokens: int | None = None,
         global_batch_size: int | None = None,
         max_skip_fraction: float = 0.1,
+        answers: Callable[[GroundingSample], str] | None = None,
     ):
         super().__init__()
+        self.answers = answers  # SFT: the completion taught for each sample (set by the builder)
         self.max_skip_fraction = max_skip_fraction
         self.num_missing_videos = 0  # samples dropped at setup because their video is not there
         self.max_total_tokens = max_total_tokens
@@ -401,7 +422,7 @@ class GroundingDataModule(L.LightningDataModule):
 
     def _collator(self) -> PromptCollator:
         return PromptCollator(self.processor, self.template, self.system_prompt, self.max_total_tokens,
-                              dataset=self.train_set)
+                              dataset=self.train_set, answers=self.answers)
 
     def refill_batches(self, seed: int = 1) -> Iterator[dict]:
         """Endless batches in a second random order, for DAPO's dynamic-sampling refills."""

@@ -14,6 +14,7 @@ atomically, so its presence means the data set is complete; later runs reuse it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import tempfile
@@ -50,6 +51,20 @@ class SyntheticSpec:
     max_duration: float = 12.0
     tal_fraction: float = 0.5
     split: str = "train"
+    # Learning-proof knobs (conf/data/synthetic_learning.yaml); the defaults keep the original draw.
+    time_step: float = 0.1  # boundaries (and durations) on this grid, seconds; 0.5 = the 2-fps frame grid
+    segment_seconds: tuple[float, float] | None = None  # target interval lengths; None: random cuts, >= 1 s
+    distinct_colours: bool = False  # the distractor never shares the target's colour
+    timer_bar: bool = False  # an orange bar along the bottom edge, t / max_duration of the width at time t
+
+    def __post_init__(self):
+        if not self.time_step > 0:
+            raise ValueError(f"synthetic.time_step must be > 0, got {self.time_step}")
+        if self.segment_seconds is not None:
+            lo, hi = (float(x) for x in self.segment_seconds)
+            if not 0 < lo <= hi or 3 * hi + 1.0 > self.min_duration:
+                raise ValueError(f"synthetic.segment_seconds={list(self.segment_seconds)} must satisfy 0 < min <= max "
+                                 f"and 3 * max + 1 <= min_duration={self.min_duration} (three intervals must fit)")
 
     @property
     def jsonl_path(self) -> Path:
@@ -64,6 +79,28 @@ def _mask(kind: str, h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
         return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     # triangle pointing up: inside if below the apex and within the widening sides
     return (yy >= cy - r) & (yy <= cy + r) & (abs(xx - cx) <= (yy - (cy - r)) / 2)
+
+
+def _snap(x: float, step: float) -> float:
+    """``x`` on the ``step`` grid, as a short decimal (``round(x, 1)`` for the default 0.1 s)."""
+    return round(x, 1) if step == 0.1 else round(round(x / step) * step, 6)
+
+
+def _placed_intervals(
+    rng: random.Random, duration: float, count: int, lengths: tuple[float, float], step: float, gap: float = 0.5
+) -> list[list[float]]:
+    """``count`` disjoint, sorted intervals of lengths drawn from ``lengths``, placed uniformly at random
+    in [0, duration] at least ``gap`` apart, every boundary on the ``step`` grid (counted in grid units)."""
+    units = int(math.floor(duration / step + 1e-9))
+    sizes = [max(1, round(rng.uniform(*lengths) / step)) for _ in range(count)]  # grid units
+    gap_units = math.ceil(gap / step - 1e-9)
+    free = max(0, units - sum(sizes) - gap_units * (count - 1))
+    cuts = sorted(rng.randint(0, free) for _ in range(count))  # free units before each interval
+    segs, start = [], 0
+    for i, (size, cut) in enumerate(zip(sizes, cuts, strict=True)):
+        start = cut + sum(sizes[:i]) + gap_units * i
+        segs.append([round(start * step, 6), round(min(start + size, units) * step, 6)])
+    return segs
 
 
 def _draw_intervals(
@@ -81,11 +118,16 @@ def _draw_intervals(
     return [[round(i * step + 0.1, 1), round((i + 1) * step - 0.1, 1)] for i in range(count)]
 
 
+TIMER_RGB = (255, 140, 0)  # orange: no shape has this colour
+
+
 def _write_video(
     path: Path, duration: float, fps: float, size: tuple[int, int],
-    events: list[tuple[str, str, list[list[float]], tuple[int, int]]],
+    events: list[tuple[str, str, list[list[float]], tuple[int, int]]], timer_seconds: float | None = None,
 ) -> None:
-    """Render and encode; ``events`` = (colour, shape, intervals, centre). Atomic write."""
+    """Render and encode; ``events`` = (colour, shape, intervals, centre). With ``timer_seconds`` a
+    progress bar fills the bottom eighth of the frame, ``t / timer_seconds`` of its width at time t
+    (a clock in the pixels). Atomic write."""
     h, w = size
     n_frames = int(round(duration * fps))
     masks = [(_mask(shape, h, w, cy, cx, max(6, min(h, w) // 6)), COLOURS[colour], segs)
@@ -103,6 +145,8 @@ def _write_video(
                 for mask, rgb, segs in masks:
                     if any(s <= t < e for s, e in segs):
                         img[mask] = rgb
+                if timer_seconds:
+                    img[h - max(2, h // 8):, : int(round(min(1.0, t / timer_seconds) * w))] = TIMER_RGB
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
@@ -120,20 +164,26 @@ def generate_synthetic_dataset(spec: SyntheticSpec) -> Path:
     out = Path(spec.out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     kinds = [(c, s) for c in COLOURS for s in SHAPES]
+    pairs = [(t, d) for t in kinds for d in kinds if t != d and (not spec.distinct_colours or t[0] != d[0])]
     h, w = spec.height, spec.width
     positions = [(h // 3, w // 3), (2 * h // 3, 2 * w // 3), (h // 3, 2 * w // 3), (2 * h // 3, w // 3)]
     lines = []
     for i in range(spec.num_samples):
-        duration = round(rng.uniform(spec.min_duration, spec.max_duration), 1)
+        duration = _snap(rng.uniform(spec.min_duration, spec.max_duration), spec.time_step)
         task = "tal" if rng.random() < spec.tal_fraction else "tvg"
-        target, distractor = rng.sample(kinds, 2)
+        target, distractor = rng.sample(kinds, 2) if not spec.distinct_colours else rng.choice(pairs)
         count = rng.randint(2, 3) if task == "tal" else 1
-        segs = _draw_intervals(rng, duration, count)
-        distractor_segs = _draw_intervals(rng, duration, 1)
+        if spec.segment_seconds is None:
+            segs = _draw_intervals(rng, duration, count)
+            distractor_segs = _draw_intervals(rng, duration, 1)
+        else:
+            segs = _placed_intervals(rng, duration, count, spec.segment_seconds, spec.time_step)
+            distractor_segs = _placed_intervals(rng, duration, 1, spec.segment_seconds, spec.time_step)
         pos_t, pos_d = rng.sample(positions, 2)
         name = f"videos/{spec.split}_{spec.seed}_{i:05d}.mp4"
         _write_video(out / name, duration, spec.video_fps, (h, w),
-                     [(*target, segs, pos_t), (*distractor, distractor_segs, pos_d)])
+                     [(*target, segs, pos_t), (*distractor, distractor_segs, pos_d)],
+                     timer_seconds=spec.max_duration if spec.timer_bar else None)
         colour, shape = target
         if task == "tvg":
             query = f"a {colour} {shape} appears"

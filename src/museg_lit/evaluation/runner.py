@@ -63,6 +63,8 @@ __all__ = [
     "EvalResult",
     "EvalRunner",
     "MissingVideosError",
+    "VIDEO_ABLATIONS",
+    "ablate_clip",
     "PredictionStore",
     "answer_text",
     "generate_answers",
@@ -337,6 +339,19 @@ def decode_groups(groups, video_root: str, frames: FrameSpec, num_workers: int =
     yield from loader
 
 
+VIDEO_ABLATIONS = ("none", "blank")
+
+
+def ablate_clip(clip: VideoClip, ablation: str) -> VideoClip:
+    """``blank``: the clip with every pixel 0 (black), its frame count, size, fps and timestamps kept,
+    so the prompt has the same video tokens at the same 3D positions and only the content is gone."""
+    if ablation == "none":
+        return clip
+    if ablation == "blank":
+        return replace(clip, frames=torch.zeros_like(clip.frames))  # [T, 3, H, W] uint8
+    raise ValueError(f"unknown video ablation {ablation!r}; known: {list(VIDEO_ABLATIONS)}")
+
+
 def chat_prompt(processor, question: str) -> str:
     return processor.apply_chat_template(video_messages(question), tokenize=False, add_generation_prompt=True)
 
@@ -428,6 +443,9 @@ class EvalRunner:
         resume: reuse ``predictions.jsonl`` rows of an earlier, interrupted run of the same setting.
         num_timeline: queries drawn in the timeline picture.
         subset_file / tasks: E.T. Bench only (MUSEG's subset.json; task filter).
+        video_ablation: ``none``, or ``blank``: every frame black, with the clip's frame count, size
+            and timing kept (same tokens, same 3D positions), to measure how much the answers owe
+            to the pixels (:func:`ablate_clip`). Part of the settings a rerun must match.
     """
 
     def __init__(
@@ -449,9 +467,13 @@ class EvalRunner:
         tasks: list[str] | None = None,
         annotation_format: str = "auto",
         progress: bool = True,
+        video_ablation: str = "none",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if video_ablation not in VIDEO_ABLATIONS:
+            raise ValueError(f"video_ablation must be one of {list(VIDEO_ABLATIONS)}, got {video_ablation!r}")
+        self.video_ablation = video_ablation
         self.annotation_file, self.video_root = str(annotation_file), str(video_root)
         self.output_dir, self.dataset = Path(output_dir), dataset
         self.frames = frames or FrameSpec(fps=2.0, min_frames=4, max_frames=768, min_pixels=16 * 28 * 28,
@@ -501,7 +523,10 @@ class EvalRunner:
 
     def frame_settings(self) -> dict:
         """The frame settings that change what the model sees (not the timeout or the cache folder)."""
-        return {k: v for k, v in asdict(self.frames).items() if k not in ("timeout_s", "cache_dir")}
+        settings = {k: v for k, v in asdict(self.frames).items() if k not in ("timeout_s", "cache_dir")}
+        if self.video_ablation != "none":  # absent otherwise: earlier predictions keep their keys
+            settings["video_ablation"] = self.video_ablation
+        return settings
 
     def settings(self, model_id: str) -> dict:
         """What must match for a rerun to resume the JSONL (``run_meta.json``)."""
@@ -604,6 +629,8 @@ class EvalRunner:
     def _decoded(self, todo: list[EvalItem], timings: dict) -> Iterator[tuple[list[EvalItem], DecodedVideo]]:
         for dv in decode_groups(group_by_video(todo), self.video_root, self.frames, self.decode_workers):
             timings["decode_s"] += dv.decode_s
+            if dv.clip is not None and self.video_ablation != "none":
+                dv = replace(dv, clip=ablate_clip(dv.clip, self.video_ablation))
             if dv.error:
                 log.warning("video %s could not be decoded: %s; its %d queries count as no prediction",
                             dv.items[0].video, dv.error, len(dv.items))
