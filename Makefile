@@ -81,6 +81,11 @@ eval-etbench: ## E.T. Bench grounding tasks (captioning/option tasks not yet sup
 eval-etbench-subset: ## E.T. Bench 470-sample subset (MUSEG's subset.json), grounding tasks; MODEL= [VIDEO_ROOT=]
 	$(EVAL_ETBENCH) data=et_bench_subset $(EVAL_ARGS)
 
+# ---- the learning proof (issue 12): SFT warm start, MUSEG-reward GRPO, held-out table + picture
+.PHONY: learn-demo
+learn-demo: ## SFT then GRPO on generated videos (CPU, < 30 min), held-out eval; writes experiments/results/learning.{md,png}
+	$(PYTHON) experiments/learning.py $(LEARN_ARGS)
+
 # ---- benchmarks
 .PHONY: bench-step
 bench-step: ## GRPO step benchmark: shared prefix vs repeated prompts (A/B, medians); writes experiments/results/bench_step.{md,json}

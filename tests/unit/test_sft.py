@@ -11,9 +11,9 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from museg_lit.data.annotations import GroundingSample
 from museg_lit.data.datamodule import PromptCollator
 from museg_lit.data.video import load_video
+from museg_lit.models.batch import visual_inputs
 from museg_lit.models.factory import ModelSpec, load_processor
 from museg_lit.models.positions import sequence_positions
-from museg_lit.models.batch import visual_inputs
 from museg_lit.rewards.museg import format_reward, global_matching_reward, local_matching_reward
 from museg_lit.sft import SFTConfig, target_text
 from museg_lit.sft.loss import IGNORE_INDEX, answer_logprobs, masked_nll, sft_labels
