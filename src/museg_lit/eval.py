@@ -28,9 +28,10 @@ def main(cfg: DictConfig) -> float:
     with user_errors(FileNotFoundError, AnnotationError, NotImplementedError, ValueError):  # one line, exit 2
         check_eval_config(cfg)
         if cfg.data.get("synthetic") and not Path(cfg.data.annotation_file).exists():
-            generate_synthetic_dataset(instantiate(cfg.data.synthetic))  # a generated split, written once
+            synthetic = instantiate(cfg.data.synthetic)  # a generated split, written once
+            synthetic.generate() if hasattr(synthetic, "generate") else generate_synthetic_dataset(synthetic)
         spec = instantiate(cfg.model)
-        runner = instantiate(cfg.runner)
+        runner = instantiate(cfg.gta if cfg.task == "ground_then_answer" else cfg.runner)  # evaluation.qa.runner
         runner.prepare(model_id=str(spec.path or spec.name))  # missing videos fail here, at once
         model, processor = load_eval_model(spec, cfg.device)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]
