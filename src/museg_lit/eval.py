@@ -1,8 +1,10 @@
 """Evaluation entry point: ``python -m museg_lit.eval data=charades_sta model=qwen2_5_vl_7b model.path=DIR``.
 
 Composes ``conf/eval.yaml``; checks annotations, videos and the resume state *before* loading any
-weights; runs :class:`museg_lit.evaluation.runner.EvalRunner` (MUSEG's protocol, resumable) and logs
-params, metrics, predictions and pictures to one MLflow run. Returns the headline metric (x100 in
+weights; runs :class:`museg_lit.evaluation.runner.EvalRunner` (MUSEG's protocol, resumable), or with
+``task=ground_then_answer`` on a multiple-choice QA set
+:class:`museg_lit.evaluation.qa.runner.GroundThenAnswerRunner` (config ``gta``), and logs params,
+metrics, predictions and pictures to one MLflow run. Returns the headline metric (x100 in
 the README table: ``m_iou`` for single-segment sets, ``mean_f1_multi`` for multi-segment ones).
 """
 

@@ -25,8 +25,9 @@ WINDOW_COLOUR = "#1d3557"
 
 
 def _label(question: str, width: int = 44) -> str:
+    """The question's *end*, which names what it is about: "…right after the purple triangle?"."""
     text = " ".join(question.split())
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    return text if len(text) <= width else "…" + text[-(width - 1):].lstrip()
 
 
 def draw_gta_timeline(records: list[dict], *, num: int = 12, title: str = "") -> Figure:
