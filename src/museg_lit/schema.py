@@ -295,6 +295,8 @@ def _check_qa_task(cfg: Mapping) -> None:
         raise ConfigError(f"task={task}: data.qa_format={qa_format} is a multiple-choice QA set; pass task=ground_then_answer")
     if task == "ground_then_answer":
         check_group(_group(cfg, "gta"), GroundThenAnswerSchema, "gta")
+        if cfg.get("video_ablation", "none") != "none":
+            raise ConfigError("video_ablation: not supported with task=ground_then_answer; leave it at none")
 
 
 def check_eval_config(cfg: Mapping) -> None:

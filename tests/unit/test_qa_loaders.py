@@ -79,7 +79,8 @@ def test_longvideobench(tmp_path):
     assert (item.id, item.video, item.answer, item.duration, item.question_type) == (
         "86CxyhFV9MI_0", "86CxyhFV9MI.mp4", "B", 191.0, "TOS")  # correct_choice 1 -> B
     assert len(item.options) == 5 and item.options[1] == "run away"
-    assert item.extra == {"topic_category": "NP-News-Programs", "duration_group": 600, "video_id": "86CxyhFV9MI"}
+    assert item.extra == {"topic_category": "NP-News-Programs", "duration_group": 600, "video_id": "86CxyhFV9MI",
+                          "level": "L2-Relation", "position": [3168, 3239]}
 
 
 @pytest.mark.parametrize(("change", "message"), [

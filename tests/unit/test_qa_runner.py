@@ -147,6 +147,8 @@ def test_missing_videos_fail_before_the_model(qa_set, tmp_path):
     ({"task": "ground_then_answer", "data": {"qa_format": "mlvu"}, "gta": {"window_note": "yes"}},
      "gta.window_note='yes': expected true or false"),
     ({"task": "answer", "data": {}}, "task='answer': choose one of tvg, tal, ground_then_answer"),
+    ({"task": "ground_then_answer", "data": {"qa_format": "mlvu"}, "video_ablation": "blank"},
+     "video_ablation: not supported with task=ground_then_answer"),
 ])
 def test_config_checks(cfg, message):
     with pytest.raises(ConfigError, match=message):

@@ -21,7 +21,9 @@ Formats (``data.qa_format``), each schema checked against its primary source:
   ``video_path`` (under ``videos/``), ``duration`` (seconds), ``question``, ``candidates`` (option
   texts; the loader writes ``"A. text"``), ``correct_choice`` (0-based index; absent in
   ``lvb_test_wo_gt.json``, which therefore cannot be scored). ``question_category``,
-  ``topic_category``, ``duration_group`` are kept when present. No evidence segment.
+  ``topic_category``, ``duration_group``, ``level`` and ``position`` are kept when present;
+  ``position`` (the referred moment, used by third-party loaders) is kept raw, not as evidence:
+  the primary source does not document its unit. No evidence segment.
 * ``mlvu``: MLVU (Zhou et al. 2024) dev set, one JSON list per task (``1_plotQA.json``,
   ``2_needle.json``, ...; the multiple-choice ones; ``8_sub_scene`` / ``9_summary`` are free-form
   and refused). Keys from the released annotation (github.com/FlagOpen/FlagEmbedding
@@ -204,7 +206,8 @@ def load_longvideobench(path: Path) -> list[QAItem]:
             id=str(_get(row, where, "id", (str, int))), video=_get(row, where, "video_path", str),
             question=_get(row, where, "question", str), options=options, answer=letter(choice),
             duration=_duration(row, where), question_type=str(row.get("question_category") or ""),
-            extra={k: row[k] for k in ("topic_category", "duration_group", "video_id") if row.get(k) is not None}))
+            extra={k: row[k] for k in ("topic_category", "duration_group", "video_id", "level", "position")
+                   if row.get(k) is not None}))
     return items
 
 
