@@ -292,7 +292,8 @@ def _check_qa_task(cfg: Mapping) -> None:
         raise ConfigError("task=ground_then_answer: data is not a multiple-choice QA set (no data.qa_format); "
                           "use data=video_mme, longvideobench, mlvu or synthetic_qa")
     if qa_format is not None and task != "ground_then_answer":
-        raise ConfigError(f"task={task}: data.qa_format={qa_format} is a multiple-choice QA set; pass task=ground_then_answer")
+        raise ConfigError(f"task={task if task is not None else 'null'}: data.qa_format={qa_format} is a multiple-choice "
+                          "QA set; pass task=ground_then_answer")
     if task == "ground_then_answer":
         check_group(_group(cfg, "gta"), GroundThenAnswerSchema, "gta")
         if cfg.get("video_ablation", "none") != "none":
