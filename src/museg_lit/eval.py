@@ -1,8 +1,10 @@
 """Evaluation entry point: ``python -m museg_lit.eval data=charades_sta model=qwen2_5_vl_7b model.path=DIR``.
 
 Composes ``conf/eval.yaml``; checks annotations, videos and the resume state *before* loading any
-weights; runs :class:`museg_lit.evaluation.runner.EvalRunner` (MUSEG's protocol, resumable) and logs
-params, metrics, predictions and pictures to one MLflow run. Returns the headline metric (x100 in
+weights; runs :class:`museg_lit.evaluation.runner.EvalRunner` (MUSEG's protocol, resumable), or with
+``task=ground_then_answer`` on a multiple-choice QA set
+:class:`museg_lit.evaluation.qa.runner.GroundThenAnswerRunner` (config ``gta``), and logs params,
+metrics, predictions and pictures to one MLflow run. Returns the headline metric (x100 in
 the README table: ``m_iou`` for single-segment sets, ``mean_f1_multi`` for multi-segment ones).
 """
 
@@ -28,9 +30,10 @@ def main(cfg: DictConfig) -> float:
     with user_errors(FileNotFoundError, AnnotationError, NotImplementedError, ValueError):  # one line, exit 2
         check_eval_config(cfg)
         if cfg.data.get("synthetic") and not Path(cfg.data.annotation_file).exists():
-            generate_synthetic_dataset(instantiate(cfg.data.synthetic))  # a generated split, written once
+            synthetic = instantiate(cfg.data.synthetic)  # a generated split, written once
+            synthetic.generate() if hasattr(synthetic, "generate") else generate_synthetic_dataset(synthetic)
         spec = instantiate(cfg.model)
-        runner = instantiate(cfg.runner)
+        runner = instantiate(cfg.gta if cfg.task == "ground_then_answer" else cfg.runner)  # evaluation.qa.runner
         runner.prepare(model_id=str(spec.path or spec.name))  # missing videos fail here, at once
         model, processor = load_eval_model(spec, cfg.device)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]

@@ -28,7 +28,7 @@ from museg_lit.data.annotations import ANNOTATION_FORMATS, SEGMENT_POLICIES
 from museg_lit.errors import ConfigError
 from museg_lit.prompts import TEMPLATES
 
-__all__ = ["CheckpointSchema", "DataSchema", "EvalSchema", "check_eval_config", "OptimizerSchema", "RunSchema", "SchedulerSchema", "TrainerSchema",
+__all__ = ["CheckpointSchema", "DataSchema", "EvalSchema", "GroundThenAnswerSchema", "check_eval_config", "OptimizerSchema", "RunSchema", "SchedulerSchema", "TrainerSchema",
            "check_config", "check_fields", "check_value", "setting"]
 
 
@@ -263,8 +263,41 @@ class EvalSchema:
     max_new_tokens: int = setting(512, ge=1)
     device: str = setting("auto")
     resume: bool = setting(True)
-    task: str | None = setting(None, choices=("tvg", "tal"))
+    task: str | None = setting(None, choices=("tvg", "tal", "ground_then_answer"))
     video_ablation: str = setting("none", choices=("none", "blank"))
+
+
+@dataclass(frozen=True)
+class GroundThenAnswerSchema:
+    """``gta`` of ``conf/eval.yaml`` (``task=ground_then_answer``)."""
+
+    margin_s: float = setting(2.0, ge=0.0)
+    min_window_s: float = setting(1.0, gt=0.0)
+    window_note: bool = setting(True)
+    grounding_template: str = setting("frame_selection_thinking", choices=tuple(TEMPLATES))
+    grounding_max_new_tokens: int = setting(512, ge=1)
+    answer_max_new_tokens: int = setting(16, ge=1)
+    num_timeline: int = setting(12, ge=0)
+
+
+def _check_qa_task(cfg: Mapping) -> None:
+    """``task=ground_then_answer`` needs a multiple-choice QA set (``data.qa_format``) and a QA set needs it."""
+    from museg_lit.evaluation.qa.loaders import QA_FORMATS  # noqa: PLC0415
+
+    data = _group(cfg, "data") or {}
+    qa_format, task = data.get("qa_format"), cfg.get("task")
+    if qa_format is not None:
+        check_value("data.qa_format", qa_format, str, {"choices": tuple(QA_FORMATS)})
+    if task == "ground_then_answer" and qa_format is None:
+        raise ConfigError("task=ground_then_answer: data is not a multiple-choice QA set (no data.qa_format); "
+                          "use data=video_mme, longvideobench, mlvu or synthetic_qa")
+    if qa_format is not None and task != "ground_then_answer":
+        raise ConfigError(f"task={task if task is not None else 'null'}: data.qa_format={qa_format} is a multiple-choice "
+                          "QA set; pass task=ground_then_answer")
+    if task == "ground_then_answer":
+        check_group(_group(cfg, "gta"), GroundThenAnswerSchema, "gta")
+        if cfg.get("video_ablation", "none") != "none":
+            raise ConfigError("video_ablation: not supported with task=ground_then_answer; leave it at none")
 
 
 def check_eval_config(cfg: Mapping) -> None:
@@ -276,3 +309,4 @@ def check_eval_config(cfg: Mapping) -> None:
     check_group(_group(cfg, "model"), ModelSpec, "model")
     check_group(_group(cfg, "data", "frames"), FrameSpec, "data.frames")
     check_group(_group(cfg, "data"), DataSchema, "data")
+    _check_qa_task(cfg)

@@ -46,8 +46,11 @@ Where this module departs from qwen-vl-utils:
 - A damaged tail (packets without a decodable frame) repeats the last decoded frame, as decord
   does, for up to a quarter of the video; beyond that, or for a truncated final packet, the file
   is rejected.
-- Only the ``fps`` sampling mode is supported (no ``nframes``, ``video_start``/``video_end`` or
-  ``resized_height``/``resized_width``; qwen's decord backend rejects start/end as well).
+- Only the ``fps`` sampling mode is supported (no ``nframes`` or ``resized_height``/``resized_width``).
+  ``load_video`` takes no ``video_start``/``video_end`` (qwen-vl-utils 0.0.10's decord backend
+  rejects them); :func:`load_video_window` decodes a time window by the rule later qwen-vl-utils
+  releases use for ``video_start``/``video_end`` (``calculate_video_frame_range``: the window's
+  frames, then the same ``smart_nframes`` / even ``linspace`` sampling inside it).
 """
 
 from __future__ import annotations
@@ -683,6 +686,65 @@ def load_video(
         VideoDecodeError: missing, empty, truncated or non-video files, files with no video
             stream or a single frame, aspect ratio above 200, undecodable frames, timeout.
     """
+    return _load(path, None, fps=fps, min_frames=min_frames, max_frames=max_frames, min_pixels=min_pixels,
+                 max_pixels=max_pixels, total_pixels=total_pixels, timeout_s=timeout_s)
+
+
+def frame_range(total_frames: int, video_fps: float, start: float, end: float) -> tuple[int, int, int]:
+    """``(first frame, last frame, frame count)`` of the window ``[start, end]`` seconds.
+
+    The rule of qwen-vl-utils' ``calculate_video_frame_range`` (releases after 0.0.10): both ends
+    clamped to ``[0, total_frames / video_fps]``, first = ``ceil(start * fps)``, last =
+    ``min(floor(end * fps), total_frames - 1)``. E.g. 40 frames at 4 fps, window [2.1, 6.0]:
+    first ceil(8.4) = 9, last floor(24.0) = 24, 16 frames. ``ValueError`` if first >= last.
+    """
+    max_duration = total_frames / video_fps
+    first = math.ceil(max(0.0, min(start, max_duration)) * video_fps)
+    last = min(math.floor(max(0.0, min(end, max_duration)) * video_fps), total_frames - 1)
+    if first >= last:
+        raise ValueError(f"window [{start:g}, {end:g}] s holds fewer than 2 frames (frames {first}..{last})")
+    return first, last, last - first + 1
+
+
+def window_frame_indices(first: int, last: int, nframes: int) -> list[int]:
+    """``nframes`` indices spread evenly over ``[first, last]``: qwen-vl-utils'
+    ``torch.linspace(first, last, nframes).round()`` (float32, half-even), as :func:`frame_indices`."""
+    grid = torch.linspace(first, last, nframes, dtype=torch.float32)  # [nframes]
+    return grid.round().long().tolist()
+
+
+def load_video_window(
+    path: str | os.PathLike[str],
+    start: float,
+    end: float,
+    *,
+    fps: float = FPS,
+    min_frames: int = FPS_MIN_FRAMES,
+    max_frames: int = FPS_MAX_FRAMES,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int = VIDEO_MAX_PIXELS,
+    total_pixels: int | None = None,
+    timeout_s: float | None = None,
+) -> VideoClip:
+    """Only the seconds ``[start, end]`` of ``path``, sampled like :func:`load_video` samples a
+    whole video: the frame count is ``smart_nframes`` of the window's frames (:func:`frame_range`),
+    the frames are spread evenly over the window (:func:`window_frame_indices`), and the pixel
+    budget (``total_pixels``) is shared by the window's frames only.
+
+    The clip's ``timestamps`` and ``frame_indices`` are the *video's* (a window [60, 70] at 2 fps
+    starts at 60.0, not 0.0); ``duration`` and ``total_frames`` stay those of the whole video;
+    ``sample_fps`` = sampled frames / window frames * video fps, what qwen-vl-utils passes for the
+    window. The model's temporal positions start at the window's first frame (Qwen2.5-VL has no
+    absolute clock), so callers that need the model to know *when* the window is must say so in
+    the text.
+    """
+    return _load(path, (float(start), float(end)), fps=fps, min_frames=min_frames, max_frames=max_frames,
+                 min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels, timeout_s=timeout_s)
+
+
+def _load(path, window: tuple[float, float] | None, *, fps: float, min_frames: int, max_frames: int,
+          min_pixels: int, max_pixels: int, total_pixels: int | None, timeout_s: float | None) -> VideoClip:
+    """:func:`load_video` (``window=None``) or :func:`load_video_window`."""
     path = os.fspath(path)
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
@@ -691,15 +753,21 @@ def load_video(
 
     index, video_fps, coded_width, coded_height = _index_packets(path, deadline)
     total_frames = index.total_frames
+    first, count = 0, total_frames
+    if window is not None:
+        try:
+            first, last, count = frame_range(total_frames, video_fps, *window)
+        except ValueError as e:
+            raise VideoDecodeError(path, f"cannot decode a window of {total_frames} frame(s) at {video_fps:g} fps: {e}") from e
     try:
         nframes = smart_nframes(
-            total_frames, video_fps, fps=fps, min_frames=min_frames, max_frames=max_frames
+            count, video_fps, fps=fps, min_frames=min_frames, max_frames=max_frames
         )
     except ValueError as e:
         raise VideoDecodeError(
-            path, f"cannot sample {total_frames} frame(s) at {video_fps:g} fps: {e}"
+            path, f"cannot sample {count} frame(s) at {video_fps:g} fps: {e}"
         ) from e
-    indices = frame_indices(total_frames, nframes)
+    indices = frame_indices(total_frames, nframes) if window is None else window_frame_indices(first, last, nframes)
     budget = default_total_pixels() if total_pixels is None else total_pixels
     cap = video_max_pixels(nframes, min_pixels, max_pixels, budget)
 
@@ -715,7 +783,7 @@ def load_video(
     frames = _sample_frames(path, index, indices, deadline, (coded_width, coded_height), target_size)
     return VideoClip(
         frames=frames,
-        sample_fps=nframes / max(total_frames, 1e-6) * video_fps,
+        sample_fps=nframes / max(count, 1e-6) * video_fps,
         timestamps=[i / video_fps for i in indices],
         duration=total_frames / video_fps,
         frame_indices=indices,
