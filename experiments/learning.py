@@ -181,7 +181,7 @@ def main() -> None:
     held = [f"data.synthetic.num_samples={args.heldout}"] if args.heldout is not None else []
     evals = {"SFT export": ("learning-sft", "sft", "none"), "GRPO export": ("learning-grpo", "grpo", "none"),
              "SFT export, blanked frames": ("learning-sft-blank", "sft", "blank")}
-    for label, (name, stage, ablation) in evals.items():
+    for name, stage, ablation in evals.values():
         walls[f"eval {name}"] = run([
             py, "-m", "museg_lit.eval", f"data={HELDOUT}", *common[:1], *held, "model=tiny", "model.tiny=false",
             f"model.path={root / 'logs' / 'learning' / stage / 'export'}", f"model.name=tiny-{stage}", f"name={name}",

@@ -56,10 +56,13 @@ class SyntheticSpec:
     segment_seconds: tuple[float, float] | None = None  # target interval lengths; None: random cuts, >= 1 s
     distinct_colours: bool = False  # the distractor never shares the target's colour
     timer_bar: bool = False  # an orange bar along the bottom edge, t / max_duration of the width at time t
+    distractor_fraction: float = 1.0  # share of the videos that also show a distractor (another shape)
 
     def __post_init__(self):
         if not self.time_step > 0:
             raise ValueError(f"synthetic.time_step must be > 0, got {self.time_step}")
+        if not 0.0 <= self.distractor_fraction <= 1.0:
+            raise ValueError(f"synthetic.distractor_fraction must be in [0, 1], got {self.distractor_fraction}")
         if self.segment_seconds is not None:
             lo, hi = (float(x) for x in self.segment_seconds)
             if not 0 < lo <= hi or 3 * hi + 1.0 > self.min_duration:
@@ -180,9 +183,11 @@ def generate_synthetic_dataset(spec: SyntheticSpec) -> Path:
             segs = _placed_intervals(rng, duration, count, spec.segment_seconds, spec.time_step)
             distractor_segs = _placed_intervals(rng, duration, 1, spec.segment_seconds, spec.time_step)
         pos_t, pos_d = rng.sample(positions, 2)
+        events = [(*target, segs, pos_t), (*distractor, distractor_segs, pos_d)]
+        if spec.distractor_fraction < 1.0 and rng.random() >= spec.distractor_fraction:  # no draw at 1.0
+            events = events[:1]
         name = f"videos/{spec.split}_{spec.seed}_{i:05d}.mp4"
-        _write_video(out / name, duration, spec.video_fps, (h, w),
-                     [(*target, segs, pos_t), (*distractor, distractor_segs, pos_d)],
+        _write_video(out / name, duration, spec.video_fps, (h, w), events,
                      timer_seconds=spec.max_duration if spec.timer_bar else None)
         colour, shape = target
         if task == "tvg":
