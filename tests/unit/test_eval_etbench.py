@@ -89,12 +89,13 @@ def _rec(idx, task, source):
             "duration": 30.0, "q": "When?", "tgt": [1, 2]}
 
 
-def test_loader_subset_tasks_and_unsupported(tmp_path):
+def test_loader_subset_tasks_and_unknown_tasks(tmp_path):
     path = _write(tmp_path, [_rec(0, "tvg", "charades_sta"), _rec(1, "tvg", "charades_sta"), _rec(2, "tal", "thumos14"),
                              _rec(3, "dvc", "youcook2")])
     assert is_etbench_file(path)
-    with pytest.raises(NotImplementedError, match="dvc.*not yet supported.*data.tasks="):
-        load_etbench_items(path)
+    assert len(load_etbench_items(path)) == 4  # all 12 tasks are scored now (dvc included)
+    with pytest.raises(ValueError, match="data.tasks: unknown E.T. Bench tasks \\['xyz'\\]"):
+        load_etbench_items(path, tasks=["tvg", "xyz"])
     items = load_etbench_items(path, tasks=["tvg", "tal"])
     assert [it.id for it in items] == ["tvg/charades_sta/0", "tvg/charades_sta/1", "tal/thumos14/2"]
     subset = tmp_path / "subset.json"
