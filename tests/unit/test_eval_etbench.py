@@ -118,3 +118,30 @@ def test_benchmark_scores_grounding_f1_over_the_five_tasks(tmp_path):
     assert metrics["evs/f1"] == round(2 / 11, 5)
     assert metrics["grounding_f1"] == pytest.approx((1 + 1 + 1 + round(2 / 11, 5) + 1) / 5)
     assert metrics["tem/m_rec"] == 1.0 and out[items[0].id]["iou"] == 1.0
+
+
+def test_sentence_model_key_is_checked_before_scoring(tmp_path):
+    from museg_lit.errors import ConfigError
+    from museg_lit.evaluation.sentsim import tiny_sentence_encoder
+
+    recs = [_rec(0, "tvg", "charades_sta"), {**_rec(1, "rar", "perception_test"), "o": ["x", "y", "z", "w"], "p": 1}]
+    path = _write(tmp_path, recs)
+    bench = ETBenchBenchmark(sentsim_model=None)
+    items = bench.load(path)
+    with pytest.raises(ConfigError, match=r"^sentsim_model: E.T. Bench tasks rar need .*huggingface-cli download "
+                                          r"sentence-transformers/all-MiniLM-L6-v2 --local-dir DIR"):
+        bench.check(items)
+    with pytest.raises(ConfigError, match="sentsim_model: .*nope is not a sentence-transformers model folder"):
+        ETBenchBenchmark(sentsim_model=str(tmp_path / "nope")).check(items)
+    ETBenchBenchmark().check([it for it in items if it.task == "tvg"])  # no task needs it: fine
+    tiny_sentence_encoder(["x", "y"]).save(str(tmp_path / "st"))
+    bench = ETBenchBenchmark(sentsim_model=str(tmp_path / "st"))
+    items = bench.load(path)
+    bench.check(items)
+    # tvg "1 - 2" exact; rar "(B)" is option 1: correct. Merged columns need all their tasks: none here;
+    # the headline of a partial set is its first task's key
+    rows = {it.id: {"answer": a} for it, a in zip(items, ["1 - 2", "(B)"], strict=True)}
+    metrics, headline, task = bench.score(items, rows)
+    assert metrics["rar/perception_test/acc"] == 1.0 and metrics["tvg/f1"] == 1.0
+    assert headline == "rar/acc" and task == "rar+tvg" and "avg" not in metrics
+    assert bench.result["overall"]["RAR (Acc)"] == 100.0 and bench.result["merged"]["Acc (ref)"] is None
