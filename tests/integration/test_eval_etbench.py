@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from museg_lit.evaluation.caption_metrics import available
 from museg_lit.evaluation.etbench_metrics import ALL_TASKS, OVERALL_COLUMNS
 from museg_lit.evaluation.etbench_synthetic import generate_etbench_synthetic
 
@@ -59,6 +60,9 @@ def test_make_eval_etbench_scores_all_twelve_tasks(etbench, tiny_checkpoint):
     assert {"eval/et_bench/ref/acc", "eval/et_bench/gnd/f1", "eval/et_bench/cap/f1", "eval/et_bench/cap/sim",
             "eval/et_bench/com/rec", "eval/et_bench/dvc/youcook2/sentsim", "eval/et_bench/gvq/qa_ego4d/r_0.5"} <= set(m)
     assert "plots/etbench_table.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    if available():  # the optional extra: captioning scores as the reference reports them
+        assert {"Bleu_4", "ROUGE_L", "CIDEr"} <= set(table["per_task"]["dvc"]["youcook2"])
+        assert "eval/et_bench/slc/cross_task/cider" in m
 
 
 def test_missing_sentence_model_fails_before_the_model_loads(etbench, tiny_checkpoint, tmp_path):

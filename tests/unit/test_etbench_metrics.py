@@ -141,6 +141,8 @@ def test_ptb_tokenize_matches_stanford_on_plain_captions():
         "can't won't I'm we'll you'd": "ca n't wo n't i 'm we 'll you 'd",
         "U.S. Mr. Smith etc.": "u.s. mr. smith etc.",
         "cannot gonna": "can not gon na",
+        "Door man mixes??": "door man mixes ??",  # a run of ? and ! is one token, kept
+        "opens pot oil?!.": "opens pot oil ?!",
         "": "",
     }
     assert {k: ptb_tokenize(k) for k in cases} == cases

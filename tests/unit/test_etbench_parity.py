@@ -13,6 +13,7 @@ import pytest
 
 from museg_lit.evaluation.etbench import etbench_metrics
 from museg_lit.evaluation.sentsim import tiny_sentence_encoder
+from tests.optional import require_module
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "etbench_parity" / "fixture.json"
 # pycocoevalcap's scores are not part of etbench_metrics (see museg_lit.evaluation.caption_metrics)
@@ -58,3 +59,20 @@ def test_overall_and_merged_rows_equal_the_reference(run):
     # MUSEG's AVG (not printed by the reference): the mean of ref, gnd, cap F1 and com before rounding
     m = ref["merged"]
     assert out["avg"] == pytest.approx((m["Acc (ref)"] + m["F1 (gnd)"] + m["F1 (cap)"] + m["Rec (com)"]) / 4, abs=0.1)
+
+
+def test_caption_coco_metrics_equal_the_reference():
+    """BLEU-1..4, ROUGE-L, CIDEr of dvc / slc with pycocoevalcap (the optional extra; METEOR needs Java
+    and a few seconds more, left to ``caption_metrics=True`` runs)."""
+    require_module("pycocoevalcap", "pycocoevalcap", "pip install '.[caption]'")
+    from museg_lit.evaluation.caption_metrics import coco_scorer
+    from museg_lit.evaluation.etbench_metrics import dvc_scores
+
+    fx = fixture()
+    enc = tiny_sentence_encoder(**fx["encoder"])
+    coco = coco_scorer(meteor=False)
+    for task in ("dvc", "slc"):
+        for source, ref in fx["full"]["metrics"][task].items():
+            group = [r for r in fx["records"] if (r["task"], r["source"]) == (task, source)]
+            got = dvc_scores(group, enc.encode, coco=coco)
+            assert {k: got[k] for k in COCO_KEYS - {"METEOR"}} == {k: ref[k] for k in COCO_KEYS - {"METEOR"}}, source

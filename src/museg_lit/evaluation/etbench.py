@@ -13,6 +13,7 @@ need the sentence-similarity model all-MiniLM-L6-v2 from a local folder (config 
 the reference's ``metrics.json`` in snake case: ``f1_0.5``, ``m_rec``, ``sentsim``...), the task
 means ``<task>/<key>``, the merged columns ``ref/acc``, ``gnd/f1`` (also ``grounding_f1``),
 ``cap/f1``, ``cap/sim``, ``com/rec`` and MUSEG's average ``avg`` (fractions; x100 is the table),
+with pycocoevalcap installed also ``dvc/<source>/bleu_4``, ``meteor`` (Java), ``rouge_l``, ``cider``,
 and keeps the whole result for ``metrics.json`` and the bar chart
 (:func:`museg_lit.evaluation.etbench_plots.plot_etbench_table`).
 """
@@ -259,7 +260,10 @@ class ETBenchBenchmark:
             from museg_lit.evaluation.sentsim import load_sentsim
 
             sentsim = load_sentsim(self.sentsim_model)
-        self.result = etbench_metrics(records, sentsim, subset=subset)
+        from museg_lit.evaluation.caption_metrics import available
+
+        # BLEU / METEOR / ROUGE-L / CIDEr where pycocoevalcap is installed (pip install '.[caption]')
+        self.result = etbench_metrics(records, sentsim, subset=subset, caption_metrics=available())
         metrics = flat_metrics(self.result)
         tasks = sorted(self.result["per_task"])
         headline = "avg" if "avg" in metrics else "grounding_f1" if "grounding_f1" in metrics else \

@@ -32,8 +32,8 @@ Departures from the reference (all documented where they happen):
 * A predicted caption that overlaps no ground truth is compared with a random 10-20 letter string
   in both; the reference draws it from the unseeded global ``random``, here from
   ``random.Random(seed)`` (reproducible). Its similarity is close to 0 either way.
-* BLEU / METEOR / ROUGE-L / CIDEr of the captioning tasks are not computed here (optional extra,
-  :mod:`museg_lit.evaluation.caption_metrics`).
+* BLEU / METEOR / ROUGE-L / CIDEr of the captioning tasks only with ``caption_metrics=True``
+  (optional extra pycocoevalcap, :mod:`museg_lit.evaluation.caption_metrics`; METEOR needs Java).
 * The reference prints the Overall / Merged tables only when all four groups are present (it
   crashes otherwise); here a missing task leaves its columns ``None``.
 """
@@ -514,7 +514,12 @@ def _split_token(tok: str) -> list[str]:
         elif tok.endswith("--") and tok != "--":
             trail.insert(0, "--")
             tok = tok[:-2]
-        elif tok[-1] in ",;:!?\"')]}%" and len(tok) > 1:
+        elif tok[-1] in "?!" and len(tok) > 1:  # a run of ?/! is one token ("?!" stays: not in the filter)
+            run = len(tok) - len(tok.rstrip("?!"))
+            run = min(run, len(tok) - 1)
+            trail.insert(0, tok[-run:])
+            tok = tok[:-run]
+        elif tok[-1] in ",;:\"')]}%" and len(tok) > 1:
             trail.insert(0, _BRACKETS.get(tok[-1], "''" if tok[-1] in "\"'" else tok[-1]))
             tok = tok[:-1]
         elif tok[-1] == "." and len(tok) > 1 and tok not in _ABBREVIATIONS and not re.fullmatch(r"([a-z]\.)+", tok):
@@ -590,7 +595,7 @@ def _caption_similarity(gts: list[str], preds: list[str], encode) -> float:
     return float(sum(diag) / len(diag))
 
 
-def dvc_scores(samples: list[dict], encode, *, seed: int = 0) -> dict:
+def dvc_scores(samples: list[dict], encode, *, seed: int = 0, coco=None) -> dict:
     """``dvc`` / ``slc``: dense-captioning detection F1 and sentence similarity.
 
     Answers parse with :func:`dvc_format` (failed if nothing); videos with a parsed answer are
@@ -601,6 +606,10 @@ def dvc_scores(samples: list[dict], encode, *, seed: int = 0) -> dict:
     each ground-truth caption it overlaps at tIoU >= t (else with a random string), captions
     :func:`remove_nonascii` + :func:`ptb_tokenize`-d, per video the mean pair similarity
     (``encode``: ``list[str] -> [n, d]``), then the mean over videos and over t.
+
+    ``coco``: optional ``{video: [(gt, pred), ...]} -> {metric: value}`` (tokenized pairs of one t),
+    e.g. :func:`museg_lit.evaluation.caption_metrics.coco_scorer`; its metrics are averaged over t
+    like SentSim (the reference's BLEU / METEOR / ROUGE-L / CIDEr).
 
     Example: gt 0-10 "a man cuts", answer "0 - 10 seconds, a man cuts." (one video of one sample):
     precision = recall = 1 at every t -> F1 1.0; SentSim = sim("a man cuts", "a man cuts").
@@ -616,16 +625,20 @@ def dvc_scores(samples: list[dict], encode, *, seed: int = 0) -> dict:
         preds[s["video"]] = list(zip(times, caps, strict=True))[:1000]
     scale = len(preds) / len(samples)
     recall, precision, sentsim = [], [], []
+    coco_values: dict[str, list[float]] = {}
     for t in THRESHOLDS:
-        per_video = []
+        tokenized: dict[str, list[tuple[str, str]]] = {}  # video -> [(gt caption, predicted caption)]
         for video, (ref_times, ref_caps) in gts.items():
-            pairs = []  # (ground-truth caption, predicted caption)
+            pairs = []
             for p_time, p_cap in preds[video]:
                 matched = [ref_caps[j] for j, r in enumerate(ref_times) if _interval_iou(p_time, r) >= t]
                 pairs += [(g, p_cap) for g in matched] or [(_random_string(rng), p_cap)]
-            clean = [(ptb_tokenize(remove_nonascii(g)), ptb_tokenize(remove_nonascii(p))) for g, p in pairs]
-            per_video.append(_caption_similarity([g for g, _ in clean], [p for _, p in clean], encode))
+            tokenized[video] = [(ptb_tokenize(remove_nonascii(g)), ptb_tokenize(remove_nonascii(p))) for g, p in pairs]
+        per_video = [_caption_similarity([g for g, _ in v], [p for _, p in v], encode) for v in tokenized.values()]
         sentsim.append(float(np.mean(per_video)) if per_video else 0.0)
+        if coco is not None:
+            for name, value in coco(tokenized).items():
+                coco_values.setdefault(name, []).append(value if tokenized else 0.0)
         pr = [_detection(gts[v][0], [p for p, _ in preds[v]], t) for v in gts]
         precision.append(sum(p for p, _ in pr) / len(pr) if pr else 0.0)
         recall.append(sum(r for _, r in pr) / len(pr) if pr else 0.0)
@@ -637,6 +650,7 @@ def dvc_scores(samples: list[dict], encode, *, seed: int = 0) -> dict:
         out[f"F1@{t}"] = round(f1, 5)
         f1s.append(f1)
     out["F1"] = round(sum(f1s) / len(f1s), 5)
+    out.update({name: round(sum(v) / len(v), 5) for name, v in coco_values.items()})
     out["SentSim"] = round(sum(sentsim) / len(sentsim), 5)
     return out
 
@@ -666,7 +680,7 @@ class _Similarity:
         return float(torch.mm(self.embed(a), self.embed(b).transpose(0, 1))[0, 0])  # [1, 1]
 
 
-def score_group(task: str, samples: list[dict], sentsim=None) -> dict:
+def score_group(task: str, samples: list[dict], sentsim=None, coco=None) -> dict:
     """The reference's ``metrics.json`` entry of one (task, source) group."""
     if task in SENTSIM_TASKS and sentsim is None:
         raise SentSimRequired(f"E.T. Bench task {task} needs the sentence-similarity model (sentsim)")
@@ -686,11 +700,12 @@ def score_group(task: str, samples: list[dict], sentsim=None) -> dict:
     if task == "gvq":
         return gvq_scores(samples, sim)
     if task in ("dvc", "slc"):
-        return dvc_scores(samples, sim.model.encode)
+        return dvc_scores(samples, sim.model.encode, coco=coco)
     raise ValueError(f"unknown E.T. Bench task {task!r}; known: {', '.join(ALL_TASKS)}")
 
 
-def etbench_metrics(records: Iterable[dict], sentsim=None, *, subset: dict | None = None) -> dict:
+def etbench_metrics(records: Iterable[dict], sentsim=None, *, subset: dict | None = None,
+                    caption_metrics: bool = False) -> dict:
     """Score E.T. Bench answers as ``compute_metrics.py`` does.
 
     Args:
@@ -705,6 +720,8 @@ def etbench_metrics(records: Iterable[dict], sentsim=None, *, subset: dict | Non
             the task's mean over sources (the reference's quirk: E.T. Bench's subset lists no
             ``summe`` sample, so the subset's EVS is half the tvsum F1); other empty groups, where
             the reference crashes, are left out.
+        caption_metrics: also BLEU-1..4, ROUGE-L, CIDEr (and METEOR with Java) for ``dvc`` / ``slc``,
+            with pycocoevalcap (:mod:`museg_lit.evaluation.caption_metrics`; ImportError without it).
 
     Returns a dict with ``per_task[task][source]`` (the reference's ``metrics.json``),
     ``task_means[task]`` (mean over sources of the task's Overall key, 5 decimals), ``overall``
@@ -723,7 +740,12 @@ def etbench_metrics(records: Iterable[dict], sentsim=None, *, subset: dict | Non
     if sentsim is None and (need := sorted(set(groups) & set(SENTSIM_TASKS))):
         raise SentSimRequired(f"E.T. Bench tasks {', '.join(need)} need the sentence-similarity model (sentsim)")
     sim = _Similarity(sentsim) if sentsim is not None else None
-    per_task = {task: {source: score_group(task, samples, sim) for source, samples in by_source.items()}
+    coco = None
+    if caption_metrics and {"dvc", "slc"} & set(groups):
+        from museg_lit.evaluation.caption_metrics import coco_scorer
+
+        coco = coco_scorer()
+    per_task = {task: {source: score_group(task, samples, sim, coco) for source, samples in by_source.items()}
                 for task, by_source in groups.items()}
     means: dict[str, float] = {}
     overall: dict[str, float | None] = {}
