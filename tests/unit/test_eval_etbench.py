@@ -145,3 +145,17 @@ def test_sentence_model_key_is_checked_before_scoring(tmp_path):
     assert metrics["rar/perception_test/acc"] == 1.0 and metrics["tvg/f1"] == 1.0
     assert headline == "rar/acc" and task == "rar+tvg" and "avg" not in metrics
     assert bench.result["overall"]["RAR (Acc)"] == 100.0 and bench.result["merged"]["Acc (ref)"] is None
+
+
+def test_subset_scoring_keeps_a_source_without_subset_samples(tmp_path):
+    # evs: tvsum idx 0 in the subset, summe idx 1 not (as E.T. Bench's subset.json): summe scores 0 and halves evs
+    recs = [{**_rec(0, "evs", "tvsum"), "tgt": [[0, 10]]}, {**_rec(1, "evs", "summe"), "tgt": [[0, 10]]},
+            {**_rec(2, "tvg", "charades_sta"), "tgt": [0, 10]}]
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps({"evs": {"tvsum": [0]}, "tvg": {"charades_sta": [2]}}))
+    bench = ETBenchBenchmark(subset_file=str(subset))
+    items = bench.load(_write(tmp_path, recs))
+    assert [it.id for it in items] == ["evs/tvsum/0", "tvg/charades_sta/2"]
+    metrics, _, _ = bench.score(items, {it.id: {"answer": "0 - 10"} for it in items})
+    assert metrics["evs/tvsum/f1"] == 1.0 and metrics["evs/summe/total"] == 0 and metrics["evs/f1"] == 0.5
+    assert metrics["tvg/f1"] == 1.0
