@@ -89,12 +89,13 @@ def _rec(idx, task, source):
             "duration": 30.0, "q": "When?", "tgt": [1, 2]}
 
 
-def test_loader_subset_tasks_and_unsupported(tmp_path):
+def test_loader_subset_tasks_and_unknown_tasks(tmp_path):
     path = _write(tmp_path, [_rec(0, "tvg", "charades_sta"), _rec(1, "tvg", "charades_sta"), _rec(2, "tal", "thumos14"),
                              _rec(3, "dvc", "youcook2")])
     assert is_etbench_file(path)
-    with pytest.raises(NotImplementedError, match="dvc.*not yet supported.*data.tasks="):
-        load_etbench_items(path)
+    assert len(load_etbench_items(path)) == 4  # all 12 tasks are scored now (dvc included)
+    with pytest.raises(ValueError, match="data.tasks: unknown E.T. Bench tasks \\['xyz'\\]"):
+        load_etbench_items(path, tasks=["tvg", "xyz"])
     items = load_etbench_items(path, tasks=["tvg", "tal"])
     assert [it.id for it in items] == ["tvg/charades_sta/0", "tvg/charades_sta/1", "tal/thumos14/2"]
     subset = tmp_path / "subset.json"
@@ -117,3 +118,44 @@ def test_benchmark_scores_grounding_f1_over_the_five_tasks(tmp_path):
     assert metrics["evs/f1"] == round(2 / 11, 5)
     assert metrics["grounding_f1"] == pytest.approx((1 + 1 + 1 + round(2 / 11, 5) + 1) / 5)
     assert metrics["tem/m_rec"] == 1.0 and out[items[0].id]["iou"] == 1.0
+
+
+def test_sentence_model_key_is_checked_before_scoring(tmp_path):
+    from museg_lit.errors import ConfigError
+    from museg_lit.evaluation.sentsim import tiny_sentence_encoder
+
+    recs = [_rec(0, "tvg", "charades_sta"), {**_rec(1, "rar", "perception_test"), "o": ["x", "y", "z", "w"], "p": 1}]
+    path = _write(tmp_path, recs)
+    bench = ETBenchBenchmark(sentsim_model=None)
+    items = bench.load(path)
+    with pytest.raises(ConfigError, match=r"^sentsim_model: E.T. Bench tasks rar need .*huggingface-cli download "
+                                          r"sentence-transformers/all-MiniLM-L6-v2 --local-dir DIR"):
+        bench.check(items)
+    with pytest.raises(ConfigError, match="sentsim_model: .*nope is not a sentence-transformers model folder"):
+        ETBenchBenchmark(sentsim_model=str(tmp_path / "nope")).check(items)
+    ETBenchBenchmark().check([it for it in items if it.task == "tvg"])  # no task needs it: fine
+    tiny_sentence_encoder(["x", "y"]).save(str(tmp_path / "st"))
+    bench = ETBenchBenchmark(sentsim_model=str(tmp_path / "st"))
+    items = bench.load(path)
+    bench.check(items)
+    # tvg "1 - 2" exact; rar "(B)" is option 1: correct. Merged columns need all their tasks: none here;
+    # the headline of a partial set is its first task's key
+    rows = {it.id: {"answer": a} for it, a in zip(items, ["1 - 2", "(B)"], strict=True)}
+    metrics, headline, task = bench.score(items, rows)
+    assert metrics["rar/perception_test/acc"] == 1.0 and metrics["tvg/f1"] == 1.0
+    assert headline == "rar/acc" and task == "rar+tvg" and "avg" not in metrics
+    assert bench.result["overall"]["RAR (Acc)"] == 100.0 and bench.result["merged"]["Acc (ref)"] is None
+
+
+def test_subset_scoring_keeps_a_source_without_subset_samples(tmp_path):
+    # evs: tvsum idx 0 in the subset, summe idx 1 not (as E.T. Bench's subset.json): summe scores 0 and halves evs
+    recs = [{**_rec(0, "evs", "tvsum"), "tgt": [[0, 10]]}, {**_rec(1, "evs", "summe"), "tgt": [[0, 10]]},
+            {**_rec(2, "tvg", "charades_sta"), "tgt": [0, 10]}]
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps({"evs": {"tvsum": [0]}, "tvg": {"charades_sta": [2]}}))
+    bench = ETBenchBenchmark(subset_file=str(subset))
+    items = bench.load(_write(tmp_path, recs))
+    assert [it.id for it in items] == ["evs/tvsum/0", "tvg/charades_sta/2"]
+    metrics, _, _ = bench.score(items, {it.id: {"answer": "0 - 10"} for it in items})
+    assert metrics["evs/tvsum/f1"] == 1.0 and metrics["evs/summe/total"] == 0 and metrics["evs/f1"] == 0.5
+    assert metrics["tvg/f1"] == 1.0

@@ -1,32 +1,21 @@
-"""E.T. Bench (Liu et al., NeurIPS 2024) as MUSEG evaluates it: prompt, answer parsing and metrics.
+"""E.T. Bench (Liu et al., NeurIPS 2024) as MUSEG evaluates it: prompt, loading, per-sample rows, scores.
 
-MUSEG's ``src/eval_et_bench.py`` sends each sample's ``q`` wrapped in :data:`ETBENCH_TEMPLATE`
-(greedy, 512 new tokens, the same frame settings as the grounding sets), keeps the content of the
-single ``<answer>...</answer>`` (else ``""``) and scores it with E.T. Bench's
-``compute_metrics.py``. This module re-implements that scoring for the tasks that need no extra
-model or Java:
+MUSEG's ``src/eval_et_bench.py`` sends each sample's ``q`` wrapped in :data:`ETBENCH_TEMPLATE` (the
+same instruction for all 12 tasks; greedy, 512 new tokens, the frame settings of the grounding
+sets), keeps the content of the single ``<answer>...</answer>`` (else ``""``) and scores it with
+E.T. Bench's ``compute_metrics.py``. That scoring is re-implemented for all 12 tasks in
+:mod:`museg_lit.evaluation.etbench_metrics` (:func:`etbench_metrics`, re-exported here; its
+docstring lists the departures). Six tasks (``rar``, ``eca``, ``rvq``, ``gvq``, ``dvc``, ``slc``)
+need the sentence-similarity model all-MiniLM-L6-v2 from a local folder (config key
+``sentsim_model``, :mod:`museg_lit.evaluation.sentsim`), checked before the video model loads.
 
-* grounding: ``tvg`` and ``epm`` (mIoU, F1@{0.1,0.3,0.5,0.7} = share of samples whose first
-  predicted segment reaches the IoU, F1 = their mean), ``tal`` (multi-segment F1 as in MUSEG's
-  grounding metric), ``evs`` (per-second overlap F1 on a 1,000 s grid, averaged over the samples
-  that produced a prediction), ``vhd`` (hit if the first number of the answer lies inside a
-  ground-truth segment of any annotator);
-* complex: ``tem`` (IoU of the first prediction with the best-matching ground truth, R@t, mRec).
-
-Per source the numbers are rounded to 5 decimals (as the reference does before averaging); a task
-is the mean over its sources; ``grounding_f1`` = mean of the five grounding tasks' F1 (E.T.
-Bench's "F1 (gnd)" column).
-
-**Not yet supported** (a clear ``NotImplementedError`` before any model loads): captioning
-(``dvc``, ``slc``: METEOR/ROUGE-L/CIDEr need pycocoevalcap with Java, and SentSim needs
-all-MiniLM-L6-v2) and the option tasks (``rar``, ``eca``, ``rvq``, ``gvq``: their fallback matches
-free-text answers to options by sentence similarity with all-MiniLM-L6-v2). Evaluate the supported
-tasks with ``data.tasks=[tvg,epm,tal,evs,vhd,tem]`` (the default of ``conf/data/et_bench.yaml``).
-
-Departures: an answer with an unparsable number (``1..5``) counts as *failed* instead of crashing
-the script; E.T. Bench's hh:mm:ss fallback is unreachable in the reference (a clock string always
-matches its plain-number fallback first) and is left out; NaN IoUs count 0 (as in
-:mod:`museg_lit.evaluation.metrics`).
+:meth:`ETBenchBenchmark.score` flattens the result into metrics ``<task>/<source>/<key>`` (keys of
+the reference's ``metrics.json`` in snake case: ``f1_0.5``, ``m_rec``, ``sentsim``...), the task
+means ``<task>/<key>``, the merged columns ``ref/acc``, ``gnd/f1`` (also ``grounding_f1``),
+``cap/f1``, ``cap/sim``, ``com/rec`` and MUSEG's average ``avg`` (fractions; x100 is the table),
+with pycocoevalcap installed also ``dvc/<source>/bleu_4``, ``meteor`` (Java), ``rouge_l``, ``cider``,
+and keeps the whole result for ``metrics.json`` and the bar chart
+(:func:`museg_lit.evaluation.etbench_plots.plot_etbench_table`).
 """
 
 from __future__ import annotations
@@ -35,17 +24,31 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
-
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.evaluation.metrics import THRESHOLDS, _temporal_iou
+from museg_lit.evaluation.etbench_metrics import (
+    ALL_TASKS,
+    SENTSIM_TASKS,
+    TASK_GROUPS,
+    _iou,
+    dvc_format,
+    etbench_metrics,
+    evs_scores,
+    parse_timestamps,
+    tal_scores,
+    tem_scores,
+    tvg_scores,
+    vhd_scores,
+)
 
 __all__ = [
+    "ALL_TASKS",
     "ETBENCH_TEMPLATE",
     "GROUNDING_TASKS",
+    "SENTSIM_TASKS",
     "SUPPORTED_TASKS",
-    "UNSUPPORTED_TASKS",
     "ETBenchBenchmark",
+    "etbench_metrics",
+    "flat_metrics",
     "is_etbench_file",
     "load_etbench_items",
     "parse_timestamps",
@@ -60,17 +63,11 @@ ETBENCH_TEMPLATE = (
     'the format requirements. Your output format should be like "<think>...</think><answer>...</answer>".'
 )
 
-GROUNDING_TASKS = ("tvg", "epm", "tal", "evs", "vhd")
-SUPPORTED_TASKS = (*GROUNDING_TASKS, "tem")
-UNSUPPORTED_TASKS = {
-    "dvc": "captioning (pycocoevalcap with Java + all-MiniLM-L6-v2 sentence similarity)",
-    "slc": "captioning (pycocoevalcap with Java + all-MiniLM-L6-v2 sentence similarity)",
-    "rar": "option matching by all-MiniLM-L6-v2 sentence similarity",
-    "eca": "option matching by all-MiniLM-L6-v2 sentence similarity",
-    "rvq": "option matching by all-MiniLM-L6-v2 sentence similarity",
-    "gvq": "option matching by all-MiniLM-L6-v2 sentence similarity",
-}
-_HEADLINE = {"tvg": "f1", "epm": "f1", "tal": "f1", "evs": "f1", "vhd": "f1", "tem": "m_rec"}
+GROUNDING_TASKS = TASK_GROUPS["gnd"]
+SUPPORTED_TASKS = ALL_TASKS
+# the task's headline key in the reference's metrics.json (its Overall column)
+_HEADLINE = {**{t: "Acc" for t in TASK_GROUPS["ref"]}, **{t: "F1" for t in (*TASK_GROUPS["gnd"], *TASK_GROUPS["cap"])},
+             "tem": "mRec", "gvq": "mRec"}
 
 
 def is_etbench_file(path: str | Path) -> bool:
@@ -85,13 +82,8 @@ def is_etbench_file(path: str | Path) -> bool:
     return head.lstrip().startswith("[") and all(f'"{k}"' in first for k in ("task", "source", "q"))
 
 
-def load_etbench_items(path: str | Path, subset_file: str | Path | None = None, tasks: list[str] | None = None):
-    """E.T. Bench samples as :class:`museg_lit.evaluation.runner.EvalItem` (id ``task/source/idx``).
-
-    ``subset_file``: MUSEG's / E.T. Bench's ``subset.json`` ({task: {source: [idx, ...]}}, 470 samples).
-    ``tasks``: keep only these tasks. Unsupported tasks raise ``NotImplementedError`` here, before
-    any model is loaded.
-    """
+def _read_items(path: str | Path, subset_file: str | Path | None, tasks: list[str] | None):
+    """(items kept, every (task, source) of the file among ``tasks``)."""
     from museg_lit.evaluation.runner import EvalItem
 
     path = Path(path)
@@ -101,185 +93,144 @@ def load_etbench_items(path: str | Path, subset_file: str | Path | None = None, 
         raise AnnotationError(f"{path}: annotation file not found") from None
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of E.T. Bench samples")
+    if tasks is not None and (unknown := sorted(set(tasks) - set(ALL_TASKS))):
+        raise ValueError(f"data.tasks: unknown E.T. Bench tasks {unknown}; known: {list(ALL_TASKS)}")
     subset = None
     if subset_file:
         try:
             subset = json.loads(Path(subset_file).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise AnnotationError(f"{subset_file}: E.T. Bench subset file not found") from None
-    items = []
+    items, groups = [], {}
     for i, d in enumerate(data):
         try:
             task, source, idx = d["task"], d["source"], d["idx"]
             video, q = d["video"], d["q"]
         except (KeyError, TypeError):
             raise AnnotationError(f"{path}[{i}]: missing one of task, source, idx, video, q") from None
+        if task not in ALL_TASKS:
+            raise AnnotationError(f"{path}[{i}]: unknown E.T. Bench task {task!r}; known: {list(ALL_TASKS)}")
         if tasks is not None and task not in tasks:
             continue
+        groups[(task, source)] = None
         if subset is not None and idx not in subset.get(task, {}).get(source, ()):
             continue
         extra = {k: d[k] for k in ("source", "duration", "p", "o", "g", "src") if k in d}
         items.append(EvalItem(f"{task}/{source}/{idx}", video, q, d.get("tgt"), task, extra))
-    unsupported = sorted({it.task for it in items} & set(UNSUPPORTED_TASKS))
-    if unsupported:
-        why = "; ".join(f"{t}: {UNSUPPORTED_TASKS[t]}" for t in unsupported)
-        raise NotImplementedError(
-            f"E.T. Bench tasks {', '.join(unsupported)} are not yet supported ({why}). "
-            f"Evaluate the supported tasks with data.tasks=[{','.join(SUPPORTED_TASKS)}]")
-    return items
+    return items, list(groups), subset
 
 
-# ------------------------------------------------------------------------------------------------
-# Answer parsing (E.T. Bench's `tvg_format`).
-# ------------------------------------------------------------------------------------------------
+def load_etbench_items(path: str | Path, subset_file: str | Path | None = None, tasks: list[str] | None = None):
+    """E.T. Bench samples as :class:`museg_lit.evaluation.runner.EvalItem` (id ``task/source/idx``).
 
-_RANGE = re.compile(r"(\d+\.*\d*)\s*-\s*(\d+\.*\d*)")
-_TO = re.compile(r"(\d+\.*\d*)\s* to \s*(\d+\.*\d*)")
-_PLAIN_NUMBER = re.compile(r"\b(\d+\.\d+\b|\b\d+)\b")
-_FIRST_NUMBER = re.compile(r"[-+]?\d*\.\d+|[-+]?\d+")
-_KEYWORDS = ("starts", "ends", "happens in", "start time", "end time", "start", "end", "happen")
-
-
-def parse_timestamps(answer: str) -> list[list[float]] | None:
-    """Segments in an E.T. Bench answer, each ordered ``[min, max]``; None if there are none.
-
-    Tries, in order: ``a - b`` ranges anywhere; ``a to b``; then the first plain number of every
-    sentence that mentions a start/end keyword, paired up.
-
-    >>> parse_timestamps("The event happens in 2.5 - 4.8 seconds and again 9-7.")
-    [[2.5, 4.8], [7.0, 9.0]]
-    >>> parse_timestamps("It starts at 3 s.\\nIt ends at 6 s."), parse_timestamps("no idea")
-    ([[3.0, 6.0]], None)
+    ``subset_file``: MUSEG's / E.T. Bench's ``subset.json`` ({task: {source: [idx, ...]}}, 470 samples).
+    ``tasks``: keep only these tasks (an unknown name is a ``ValueError``).
     """
-    ans = answer.lower()
-    try:
-        pairs = [(float(a), float(b)) for a, b in _RANGE.findall(ans)]
-        if not pairs:
-            pairs = [(float(a), float(b)) for a, b in _TO.findall(ans)]
-        if not pairs:
-            sentences = [s for s in re.split(r"[!?\n]", ans) if any(k in s for k in _KEYWORDS)]
-            times = [float(found[0]) for s in sentences if (found := _PLAIN_NUMBER.findall(s))]
-            times = times[: len(times) // 2 * 2]
-            pairs = list(zip(times[0::2], times[1::2], strict=True))
-    except ValueError:  # "1..5": the reference crashes; we count the sample as failed
-        return None
-    return [[s, e] if e > s else [e, s] for s, e in pairs] or None
-
-
-def _segments(x) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    return a.reshape(-1, 2)  # [K, 2]; a flat [s, e] becomes one row
-
-
-def _iou(gt, pred) -> np.ndarray:
-    """IoU matrix ``[G, P]`` in float32 with nncore's operation order."""
-    g, p = _segments(gt), _segments(pred)
-    gi, pi = np.meshgrid(np.arange(len(g)), np.arange(len(p)), indexing="ij")
-    return _temporal_iou(g[gi, 0], g[gi, 1], p[pi, 0], p[pi, 1])  # [G, P]
+    return _read_items(path, subset_file, tasks)[0]
 
 
 def sample_score(task: str, answer: str, tgt) -> dict:
-    """Per-sample parse for the JSONL and the pictures: ``prediction`` and ``iou`` (None where no IoU applies)."""
+    """Per-sample parse for the JSONL and the pictures: ``prediction`` and ``iou`` (None where no IoU applies).
+
+    ``vhd``: ``[[x, x]]`` of the first number; ``dvc`` / ``slc``: the parsed event times; option
+    tasks: the option letter when the answer states one (``(B)``, ``B.``), else None (the
+    similarity fallback decides at scoring); ``gvq`` also the segment.
+    """
     if task == "vhd":
-        m = _FIRST_NUMBER.search(answer)
+        m = re.search(r"[-+]?\d*\.\d+|[-+]?\d+", answer)
         return {"prediction": [[float(m.group(0))] * 2] if m else None, "iou": None}
+    if task in ("dvc", "slc"):
+        return {"prediction": dvc_format(answer)[0], "iou": None}
+    if task in ("rar", "eca", "rvq"):
+        m = re.search(r"\(([A-Za-z])\)", answer) or re.match(r"\s*(?:best option:)?\s*\(?\s*([A-Za-z])(?:[.,) ]|$)",
+                                                               answer, re.IGNORECASE)
+        return {"prediction": m.group(1).upper() if m else None, "iou": None}
     pred = parse_timestamps(answer)
     iou = None
-    if task in ("tvg", "epm", "tem") and tgt is not None:
+    if task in ("tvg", "epm", "tem", "gvq") and tgt is not None:
         iou = float(_iou(tgt, pred[0]).max()) if pred else 0.0
     return {"prediction": pred, "iou": iou}
 
 
 # ------------------------------------------------------------------------------------------------
-# Per-task metrics (E.T. Bench's compute_metrics.py semantics).
+# Metric names.
 # ------------------------------------------------------------------------------------------------
 
+_KEY_NAMES = {"Total": "total", "Failed": "failed", "mIoU": "m_iou", "mRec": "m_rec", "Acc": "acc", "F1": "f1",
+              "SentSim": "sentsim"}
 
-def _first_segment_scores(rows: list[dict], *, best_of_gt: bool) -> tuple[list[float], int]:
-    ious, failed = [], 0
-    for r in rows:
-        pred = parse_timestamps(r["answer"])
-        if pred is None:
-            failed += 1
-            continue
-        m = _iou(r["groundtruth"], pred[0])  # [G, 1]
-        ious.append(float(m.max() if best_of_gt else m[0, 0]))  # .item(): float64 from here on
-    return ious, failed
+
+def metric_name(key: str) -> str:
+    """Snake-case metric name of a reference key (MLflow allows no ``@``): ``F1@0.5`` -> ``f1_0.5``."""
+    if "@" in key:
+        head, t = key.split("@")
+        return f"{head.lower()}_{t}"
+    return _KEY_NAMES.get(key, key.lower())
+
+
+_OLD_KEYS = {"tvg": tvg_scores, "epm": tvg_scores, "tem": tem_scores, "tal": tal_scores, "evs": evs_scores,
+             "vhd": vhd_scores}
 
 
 def score_task(task: str, rows: list[dict]) -> dict[str, float]:
-    """Metrics of one (task, source) group of JSONL rows (``answer``, ``groundtruth``)."""
-    n = len(rows)
-    if task in ("tvg", "epm", "tem"):
-        ious, failed = _first_segment_scores(rows, best_of_gt=task == "tem")
-        recall = [sum(i >= t for i in ious) / n for t in THRESHOLDS]
-        key = "r" if task == "tem" else "f1"
-        out = {"total": n, "failed": failed, "m_iou": round(sum(ious) / n, 5)}
-        out.update({f"{key}_{t}": round(r, 5) for t, r in zip(THRESHOLDS, recall, strict=True)})
-        out["m_rec" if task == "tem" else "f1"] = round(sum(recall) / len(recall), 5)
-        return out
-    if task == "tal":
-        f1, failed = [0.0] * len(THRESHOLDS), 0
-        for r in rows:
-            pred = parse_timestamps(r["answer"])
-            if pred is None:
-                failed += 1
-                continue
-            m = _iou(r["groundtruth"], pred)  # [G, P] float32
-            for k, t in enumerate(THRESHOLDS):
-                t32 = np.float32(t)
-                if m.max() < t32:
-                    continue
-                rec = float(np.float32((m.max(axis=1) >= t32).mean()))
-                prc = float(np.float32((m.max(axis=0) >= t32).mean()))
-                f1[k] += 2 * prc * rec / (prc + rec)
-        out = {"total": n, "failed": failed}
-        out.update({f"f1_{t}": round(v / n, 5) for t, v in zip(THRESHOLDS, f1, strict=True)})
-        out["f1"] = round(sum(v / n for v in f1) / len(f1), 5)
-        return out
-    if task == "evs":
-        scores, failed = [], 0
-        for r in rows:
-            pred = parse_timestamps(r["answer"])
-            if pred is None:
-                failed += 1
-                continue
-            # one cell per second, as the reference: a ground-truth map (1) and a prediction map (2),
-            # each *assigned*, so overlapping predicted segments count once (MUSEG's compute_metrics)
-            gt_map, pred_map = np.zeros(1000, dtype=np.int64), np.zeros(1000, dtype=np.int64)
-            for s, e in _segments(r["groundtruth"]).tolist():
-                gt_map[max(0, round(s)):round(e)] = 1  # Python round: half to even, like the reference
-            for s, e in pred:
-                pred_map[max(0, round(s)):round(e)] = 2
-            grid = gt_map + pred_map
-            tp, fp, fn = (int((grid == v).sum()) for v in (3, 2, 1))
-            scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))  # = 2PR/(P+R)
-        # quirk kept: averaged over the samples with a prediction only
-        return {"total": n, "failed": failed, "f1": round(sum(scores) / len(scores), 5) if scores else 0.0}
-    if task == "vhd":
-        hit, failed = 0, 0
-        for r in rows:
-            m = _FIRST_NUMBER.search(r["answer"])
-            if not m:
-                failed += 1
-                continue
-            x, gt = float(m.group(0)), r["groundtruth"]
-            annotators = gt if isinstance(gt[0][0], (list, tuple)) else [gt]
-            hit += any(s <= x <= e for ann in annotators for s, e in ann)
-        return {"total": n, "failed": failed, "f1": round(hit / n, 5)}
-    raise NotImplementedError(f"E.T. Bench task {task!r}: {UNSUPPORTED_TASKS.get(task, 'unknown task')}")
+    """Metrics of one (task, source) group of JSONL rows (``answer``, ``groundtruth``) for the tasks
+    that need no sentence model, in snake case (``f1_0.5``); :func:`etbench_metrics` does all tasks."""
+    if task not in _OLD_KEYS:
+        raise ValueError(f"score_task covers {sorted(_OLD_KEYS)}; use etbench_metrics for {task!r}")
+    out = _OLD_KEYS[task]([{"a": r["answer"], "tgt": r["groundtruth"]} for r in rows])
+    return {metric_name(k): v for k, v in out.items()}
+
+
+def flat_metrics(result: dict) -> dict[str, float]:
+    """:func:`etbench_metrics`' result as flat metrics (fractions): ``<task>/<source>/<key>``,
+    ``<task>/<key>`` (mean over sources), ``ref/acc``, ``gnd/f1`` (= ``grounding_f1``), ``cap/f1``,
+    ``cap/sim``, ``com/rec`` and ``avg``, for what is present."""
+    metrics: dict[str, float] = {}
+    for task, by_source in sorted(result["per_task"].items()):
+        for source, out in sorted(by_source.items()):
+            metrics.update({f"{task}/{source}/{metric_name(k)}": float(v) for k, v in out.items()})
+    for name, value in result["task_means"].items():
+        task, sim = (name[:-4], True) if name.endswith("_sim") else (name, False)
+        metrics[f"{task}/{'sentsim' if sim else metric_name(_HEADLINE[task])}"] = value
+    merged = {"Acc (ref)": "ref/acc", "F1 (gnd)": "gnd/f1", "F1 (cap)": "cap/f1", "Sim (cap)": "cap/sim",
+              "Rec (com)": "com/rec"}
+    for column, name in merged.items():
+        if result["merged"].get(column) is not None:
+            metrics[name] = result["merged"][column] / 100
+    if all(f"{t}/f1" in metrics for t in GROUNDING_TASKS):  # E.T. Bench's "F1 (gnd)" before rounding
+        metrics["grounding_f1"] = sum(metrics[f"{t}/f1"] for t in GROUNDING_TASKS) / len(GROUNDING_TASKS)
+    if result["avg"] is not None:
+        metrics["avg"] = result["avg"] / 100
+    return metrics
 
 
 class ETBenchBenchmark:
-    """Benchmark adapter for :class:`museg_lit.evaluation.runner.EvalRunner`."""
+    """Benchmark adapter for :class:`museg_lit.evaluation.runner.EvalRunner`.
+
+    ``sentsim_model``: local folder of all-MiniLM-L6-v2 (needed by :data:`SENTSIM_TASKS`; checked
+    by :meth:`check` before the video model loads, loaded when scoring).
+    """
 
     name = "etbench"
 
-    def __init__(self, subset_file: str | None = None, tasks: list[str] | None = None):
-        self.subset_file, self.tasks = subset_file, tasks
+    def __init__(self, subset_file: str | None = None, tasks: list[str] | None = None,
+                 sentsim_model: str | None = None):
+        self.subset_file, self.tasks, self.sentsim_model = subset_file, tasks, sentsim_model
+        self._groups: list[tuple[str, str]] = []
+        self._subset: dict | None = None
+        self.result: dict | None = None  # the last etbench_metrics result
 
     def load(self, path):
-        return load_etbench_items(path, self.subset_file, self.tasks)
+        items, self._groups, self._subset = _read_items(path, self.subset_file, self.tasks)
+        return items
+
+    def check(self, items) -> None:
+        """Fail now (``sentsim_model: ...``) if a task that needs the sentence model has no usable folder."""
+        from museg_lit.evaluation.sentsim import check_sentsim_path
+
+        need = sorted({it.task for it in items} & set(SENTSIM_TASKS))
+        if need:
+            check_sentsim_path(self.sentsim_model, need)
 
     def question(self, item) -> str:
         return ETBENCH_TEMPLATE.replace("{}", item.question, 1)
@@ -291,19 +242,38 @@ class ETBenchBenchmark:
         return {"answer": answer, **sample_score(item.task, answer, item.groundtruth)}
 
     def score(self, items, rows: dict[str, dict]) -> tuple[dict[str, float], str, str]:
-        groups: dict[tuple[str, str], list[dict]] = {}
+        records = []
         for it in items:
-            row = {"answer": rows[it.id]["answer"], "groundtruth": it.groundtruth}
-            groups.setdefault((it.task, it.extra.get("source", "")), []).append(row)
-        metrics: dict[str, float] = {}
-        per_task: dict[str, list[float]] = {}
-        for (task, source), group in sorted(groups.items()):
-            out = score_task(task, group)
-            metrics.update({f"{task}/{source}/{k}": float(v) for k, v in out.items()})
-            per_task.setdefault(task, []).append(out[_HEADLINE[task]])
-        for task, values in per_task.items():
-            metrics[f"{task}/{_HEADLINE[task]}"] = round(sum(values) / len(values), 5)
-        if all(t in per_task for t in GROUNDING_TASKS):
-            metrics["grounding_f1"] = sum(metrics[f"{t}/f1"] for t in GROUNDING_TASKS) / len(GROUNDING_TASKS)
-        headline = "grounding_f1" if "grounding_f1" in metrics else f"{min(per_task)}/{_HEADLINE[min(per_task)]}"
-        return metrics, headline, "+".join(sorted(per_task))
+            e = it.extra
+            rec = {"task": it.task, "source": e.get("source", ""), "idx": it.id.rsplit("/", 1)[-1], "video": it.video,
+                   "tgt": it.groundtruth, "a": rows[it.id]["answer"], **{k: e[k] for k in ("o", "p", "g") if k in e}}
+            records.append(rec)
+        subset = None
+        if self._subset is not None:
+            # as the reference's --subset: a source of the file with no subset sample stays an (empty) group
+            have = {(r["task"], r["source"]) for r in records}
+            records += [{"task": t, "source": s, "idx": None} for t, s in self._groups if (t, s) not in have]
+            subset = {t: {s: [r["idx"] for r in records if (r["task"], r["source"]) == (t, s) and r["idx"] is not None]
+                          for s in {src for tt, src in self._groups if tt == t}} for t in {t for t, _ in self._groups}}
+        sentsim = None
+        if {it.task for it in items} & set(SENTSIM_TASKS):
+            from museg_lit.evaluation.sentsim import load_sentsim
+
+            sentsim = load_sentsim(self.sentsim_model)
+        from museg_lit.evaluation.caption_metrics import available
+
+        # BLEU / METEOR / ROUGE-L / CIDEr where pycocoevalcap is installed (pip install '.[caption]')
+        self.result = etbench_metrics(records, sentsim, subset=subset, caption_metrics=available())
+        metrics = flat_metrics(self.result)
+        tasks = sorted(self.result["per_task"])
+        headline = "avg" if "avg" in metrics else "grounding_f1" if "grounding_f1" in metrics else \
+            f"{tasks[0]}/{metric_name(_HEADLINE[tasks[0]])}"
+        return metrics, headline, "+".join(tasks)
+
+    def plots(self, out_dir, title: str = "") -> dict:
+        """The E.T. Bench table as a bar chart per task group (``etbench_table.png``)."""
+        from museg_lit.evaluation.etbench_plots import plot_etbench_table
+
+        if self.result is None:
+            return {}
+        return {"etbench_table": plot_etbench_table(self.result, Path(out_dir) / "etbench_table.png", title=title)}

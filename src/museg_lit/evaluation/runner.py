@@ -443,6 +443,8 @@ class EvalRunner:
         resume: reuse ``predictions.jsonl`` rows of an earlier, interrupted run of the same setting.
         num_timeline: queries drawn in the timeline picture.
         subset_file / tasks: E.T. Bench only (MUSEG's subset.json; task filter).
+        sentsim_model: E.T. Bench only: local folder of all-MiniLM-L6-v2, needed by its option and
+            captioning tasks (checked in :meth:`prepare`, before the model loads).
         video_ablation: ``none``, or ``blank``: every frame black, with the clip's frame count, size
             and timing kept (same tokens, same 3D positions), to measure how much the answers owe
             to the pixels (:func:`ablate_clip`). Part of the settings a rerun must match.
@@ -468,6 +470,7 @@ class EvalRunner:
         annotation_format: str = "auto",
         progress: bool = True,
         video_ablation: str = "none",
+        sentsim_model: str | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -481,19 +484,19 @@ class EvalRunner:
         self.batch_size, self.max_new_tokens, self.decode_workers = batch_size, max_new_tokens, decode_workers
         self.max_samples, self.resume, self.num_timeline, self.progress = max_samples, resume, num_timeline, progress
         self.template, self.task, self.annotation_format = template, task, annotation_format
-        self.benchmark = self._pick_benchmark(subset_file, list(tasks) if tasks else None)
+        self.benchmark = self._pick_benchmark(subset_file, list(tasks) if tasks else None, sentsim_model)
         self.store = PredictionStore(self.output_dir / PREDICTIONS_FILE)
         self._items: list[EvalItem] | None = None
         self._keys: dict[str, str] | None = None
         self._done: set[str] | None = None
         self._model_id: str | None = None
 
-    def _pick_benchmark(self, subset_file: str | None, tasks: list[str] | None):
+    def _pick_benchmark(self, subset_file: str | None, tasks: list[str] | None, sentsim_model: str | None = None):
         from museg_lit.evaluation import etbench
 
         if self.annotation_format == "et_bench" or (
                 self.annotation_format == "auto" and etbench.is_etbench_file(self.annotation_file)):
-            return etbench.ETBenchBenchmark(subset_file=subset_file, tasks=tasks)
+            return etbench.ETBenchBenchmark(subset_file=subset_file, tasks=tasks, sentsim_model=sentsim_model)
         if subset_file or tasks:
             raise ValueError("subset_file / tasks apply to E.T. Bench annotation files only")
         return GroundingBenchmark(self.template, self.task, self.annotation_format)
@@ -548,6 +551,8 @@ class EvalRunner:
         writes ``run_meta.json``.
         """
         self.check_videos()
+        if hasattr(self.benchmark, "check"):  # E.T. Bench: the sentence model's folder
+            self.benchmark.check(self.items())
         self.output_dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.output_dir / META_FILE
         settings = self.settings(model_id)
@@ -619,10 +624,14 @@ class EvalRunner:
         metrics["video_errors"] = float(sum(bool(r.get("error")) for r in records))
         files = {"predictions": self.store.path, "metrics": self.output_dir / METRICS_FILE}
         files.update(plot_all(records, self.output_dir, title=self.dataset, task=task, num_timeline=self.num_timeline))
+        if hasattr(self.benchmark, "plots"):  # E.T. Bench: its table as bars
+            files.update(self.benchmark.plots(self.output_dir, title=self.dataset))
         summary = {"dataset": self.dataset, "task": task, "headline_metric": headline,
                    "headline_percent": round(100 * metrics[headline], 1) if headline in metrics else None,
                    "metrics": metrics, "num_samples": len(items), "num_generated_now": generated,
                    "timings_s": timings, "settings": self.settings(model_id)}
+        if getattr(self.benchmark, "result", None) is not None:  # E.T. Bench: per_task / overall / merged / avg
+            summary["etbench"] = self.benchmark.result
         files["metrics"].write_text(json.dumps(summary, indent=2) + "\n")
         return EvalResult(self.dataset, task, metrics, headline, records, self.output_dir, files, generated, timings)
 
