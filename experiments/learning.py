@@ -142,7 +142,8 @@ def report(rows: dict, checks: list, walls: dict, command: str, args) -> str:
         lines.append(f"| {name} | {r['tvg/m_iou']:.3f} | {r['tvg/f1_single_0.5']:.3f} | {r['tal/mean_f1_multi']:.3f} | {nop} |")
     lines += ["", "| goal (held-out tvg mIoU) | met | value |", "| --- | :---: | --- |"]
     lines += [f"| {g} | {'yes' if ok else '**no**'} | {v} |" for g, ok, v in checks]
-    lines += ["", "Wall times (s) on this machine: " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items()), "",
+    lines += ["", "Wall times (s) on this machine: " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items())
+              + f"; total {sum(walls.values()):.0f} s ({sum(walls.values()) / 60:.1f} min, data generation included).", "",
               f"Settings: SFT {args.sft_steps} steps, GRPO {args.grpo_steps} steps, {args.train} training videos. "
               "Curves (held-out mIoU every evaluation, GRPO reward per step) from the MLflow store: "
               "![learning curves](learning.png)", ""]

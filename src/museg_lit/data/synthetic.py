@@ -55,12 +55,20 @@ class SyntheticSpec:
     time_step: float = 0.1  # boundaries (and durations) on this grid, seconds; 0.5 = the 2-fps frame grid
     segment_seconds: tuple[float, float] | None = None  # target interval lengths; None: random cuts, >= 1 s
     distinct_colours: bool = False  # the distractor never shares the target's colour
-    timer_bar: bool = False  # an orange bar along the bottom edge, t / max_duration of the width at time t
+    # A clock in the pixels, so that the time of a frame can be read from its own visual token:
+    # "bar": an orange bar along the bottom edge, t / max_duration of the width at time t;
+    # "background": the grey level of the background rises from 20 to 180 over max_duration.
+    clock: str = "none"
+    shape_radius: float | None = None  # fraction of min(H, W); None: 1/6 at the thirds. Set: at the quadrant centres
     distractor_fraction: float = 1.0  # share of the videos that also show a distractor (another shape)
 
     def __post_init__(self):
         if not self.time_step > 0:
             raise ValueError(f"synthetic.time_step must be > 0, got {self.time_step}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"synthetic.clock must be one of {list(CLOCKS)}, got {self.clock!r}")
+        if self.shape_radius is not None and not 0 < self.shape_radius <= 0.25:
+            raise ValueError(f"synthetic.shape_radius must be in (0, 0.25] (a quadrant), got {self.shape_radius}")
         if not 0.0 <= self.distractor_fraction <= 1.0:
             raise ValueError(f"synthetic.distractor_fraction must be in [0, 1], got {self.distractor_fraction}")
         if self.segment_seconds is not None:
@@ -122,19 +130,27 @@ def _draw_intervals(
 
 
 TIMER_RGB = (255, 140, 0)  # orange: no shape has this colour
+CLOCKS = ("none", "bar", "background")
+BACKGROUND = 40  # grey level of the background without a background clock
+
+
+def background_level(t: float, clock_seconds: float) -> int:
+    """Grey level of the background at time ``t`` under ``clock="background"``: 20 at 0, 180 at the end."""
+    return 20 + int(round(160 * min(1.0, max(0.0, t / clock_seconds))))
 
 
 def _write_video(
     path: Path, duration: float, fps: float, size: tuple[int, int],
-    events: list[tuple[str, str, list[list[float]], tuple[int, int]]], timer_seconds: float | None = None,
+    events: list[tuple[str, str, list[list[float]], tuple[int, int]]], clock: str = "none",
+    clock_seconds: float = 1.0, radius: int | None = None,
 ) -> None:
-    """Render and encode; ``events`` = (colour, shape, intervals, centre). With ``timer_seconds`` a
-    progress bar fills the bottom eighth of the frame, ``t / timer_seconds`` of its width at time t
-    (a clock in the pixels). Atomic write."""
+    """Render and encode; ``events`` = (colour, shape, intervals, centre). ``clock`` (see
+    :class:`SyntheticSpec`) writes the time into the pixels, as a fraction of ``clock_seconds``.
+    Atomic write."""
     h, w = size
     n_frames = int(round(duration * fps))
-    masks = [(_mask(shape, h, w, cy, cx, max(6, min(h, w) // 6)), COLOURS[colour], segs)
-             for colour, shape, segs, (cy, cx) in events]
+    radius = radius or max(6, min(h, w) // 6)
+    masks = [(_mask(shape, h, w, cy, cx, radius), COLOURS[colour], segs) for colour, shape, segs, (cy, cx) in events]
     fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
     os.close(fd)
     try:
@@ -144,12 +160,13 @@ def _write_video(
             stream.options = {"preset": "veryfast", "crf": "20", "g": str(int(2 * fps))}
             for i in range(n_frames):
                 t = (i + 0.5) / fps  # a frame shows what happens at its centre time
-                img = np.full((h, w, 3), 40, dtype=np.uint8)  # [H, W, 3]
+                grey = background_level(t, clock_seconds) if clock == "background" else BACKGROUND
+                img = np.full((h, w, 3), grey, dtype=np.uint8)  # [H, W, 3]
                 for mask, rgb, segs in masks:
                     if any(s <= t < e for s, e in segs):
                         img[mask] = rgb
-                if timer_seconds:
-                    img[h - max(2, h // 8):, : int(round(min(1.0, t / timer_seconds) * w))] = TIMER_RGB
+                if clock == "bar":
+                    img[h - max(2, h // 8):, : int(round(min(1.0, t / clock_seconds) * w))] = TIMER_RGB
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
@@ -169,7 +186,12 @@ def generate_synthetic_dataset(spec: SyntheticSpec) -> Path:
     kinds = [(c, s) for c in COLOURS for s in SHAPES]
     pairs = [(t, d) for t in kinds for d in kinds if t != d and (not spec.distinct_colours or t[0] != d[0])]
     h, w = spec.height, spec.width
-    positions = [(h // 3, w // 3), (2 * h // 3, 2 * w // 3), (h // 3, 2 * w // 3), (2 * h // 3, w // 3)]
+    if spec.shape_radius is None:
+        positions = [(h // 3, w // 3), (2 * h // 3, 2 * w // 3), (h // 3, 2 * w // 3), (2 * h // 3, w // 3)]
+        radius = None
+    else:  # one shape per quadrant, filling it: the colour dominates the frame's visual token
+        positions = [(h // 4, w // 4), (3 * h // 4, 3 * w // 4), (h // 4, 3 * w // 4), (3 * h // 4, w // 4)]
+        radius = max(2, int(spec.shape_radius * min(h, w)))
     lines = []
     for i in range(spec.num_samples):
         duration = _snap(rng.uniform(spec.min_duration, spec.max_duration), spec.time_step)
@@ -187,8 +209,8 @@ def generate_synthetic_dataset(spec: SyntheticSpec) -> Path:
         if spec.distractor_fraction < 1.0 and rng.random() >= spec.distractor_fraction:  # no draw at 1.0
             events = events[:1]
         name = f"videos/{spec.split}_{spec.seed}_{i:05d}.mp4"
-        _write_video(out / name, duration, spec.video_fps, (h, w), events,
-                     timer_seconds=spec.max_duration if spec.timer_bar else None)
+        _write_video(out / name, duration, spec.video_fps, (h, w), events, clock=spec.clock,
+                     clock_seconds=spec.max_duration, radius=radius)
         colour, shape = target
         if task == "tvg":
             query = f"a {colour} {shape} appears"
