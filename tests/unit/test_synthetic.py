@@ -12,9 +12,9 @@ import pytest
 from museg_lit.data.synthetic import (
     COLOURS,
     TIMER_RGB,
-    background_level,
     SyntheticSpec,
     _placed_intervals,
+    background_level,
     generate_synthetic_dataset,
 )
 from museg_lit.data.video import load_video
