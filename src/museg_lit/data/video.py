@@ -189,8 +189,7 @@ def frame_indices(total_frames: int, nframes: int) -> list[int]:
     """
     if nframes < 1 or total_frames < 1:
         raise ValueError(f"need total_frames >= 1 and nframes >= 1, got {total_frames}, {nframes}")
-    grid = torch.linspace(0, total_frames - 1, nframes, dtype=torch.float32)  # [nframes]
-    return grid.round().long().tolist()  # torch.round is half-to-even, like Python's round
+    return window_frame_indices(0, total_frames - 1, nframes)
 
 
 def video_max_pixels(nframes: int, min_pixels: int, max_pixels: float, total_pixels: float) -> float:
@@ -708,7 +707,8 @@ def frame_range(total_frames: int, video_fps: float, start: float, end: float) -
 
 def window_frame_indices(first: int, last: int, nframes: int) -> list[int]:
     """``nframes`` indices spread evenly over ``[first, last]``: qwen-vl-utils'
-    ``torch.linspace(first, last, nframes).round()`` (float32, half-even), as :func:`frame_indices`."""
+    ``torch.linspace(first, last, nframes).round()`` (float32; torch.round is half-to-even, like
+    Python's round). :func:`frame_indices` is the whole-video case ``[0, total_frames - 1]``."""
     grid = torch.linspace(first, last, nframes, dtype=torch.float32)  # [nframes]
     return grid.round().long().tolist()
 
@@ -753,7 +753,7 @@ def _load(path, window: tuple[float, float] | None, *, fps: float, min_frames: i
 
     index, video_fps, coded_width, coded_height = _index_packets(path, deadline)
     total_frames = index.total_frames
-    first, count = 0, total_frames
+    first, last, count = 0, total_frames - 1, total_frames
     if window is not None:
         try:
             first, last, count = frame_range(total_frames, video_fps, *window)
@@ -767,7 +767,7 @@ def _load(path, window: tuple[float, float] | None, *, fps: float, min_frames: i
         raise VideoDecodeError(
             path, f"cannot sample {count} frame(s) at {video_fps:g} fps: {e}"
         ) from e
-    indices = frame_indices(total_frames, nframes) if window is None else window_frame_indices(first, last, nframes)
+    indices = window_frame_indices(first, last, nframes)  # the whole video: frame_indices(total_frames, nframes)
     budget = default_total_pixels() if total_pixels is None else total_pixels
     cap = video_max_pixels(nframes, min_pixels, max_pixels, budget)
 

@@ -292,26 +292,28 @@ def tvg_scores(samples: list[dict]) -> dict:
     Example: gt 0-10, answers "2 - 7" (IoU 0.5), "0 - 10" (1.0), "?" (failed) -> mIoU 0.5,
     F1@0.5 = 2/3, F1@0.7 = 1/3.
     """
-    ious, failed = [], 0
-    for s in samples:
-        pred = parse_timestamps(s["a"])
-        if pred is None:
-            failed += 1
-            continue
-        ious.append(float(_iou(s["tgt"], pred[0])[0, 0]))
+    ious, failed = _first_segment_ious(samples, best_of_gt=False)
     return {"Total": len(samples), "Failed": failed, **_recall_block(ious, len(samples), "F1", "F1")}
 
 
 def tem_scores(samples: list[dict]) -> dict:
     """``tem``: as :func:`tvg_scores` with the best IoU over the ground-truth segments; ``R@t``, ``mRec``."""
+    ious, failed = _first_segment_ious(samples, best_of_gt=True)
+    return {"Total": len(samples), "Failed": failed, **_recall_block(ious, len(samples), "R", "mRec")}
+
+
+def _first_segment_ious(samples: list[dict], *, best_of_gt: bool) -> tuple[list[float], int]:
+    """IoU of each parsable answer's first segment with the first ground truth (or the best of them),
+    and the number of answers with no parsable segment."""
     ious, failed = [], 0
     for s in samples:
         pred = parse_timestamps(s["a"])
         if pred is None:
             failed += 1
             continue
-        ious.append(float(_iou(s["tgt"], pred[0]).max()))
-    return {"Total": len(samples), "Failed": failed, **_recall_block(ious, len(samples), "R", "mRec")}
+        m = _iou(s["tgt"], pred[0])  # [G, 1]
+        ious.append(float(m.max() if best_of_gt else m[0, 0]))
+    return ious, failed
 
 
 def tal_scores(samples: list[dict]) -> dict:

@@ -61,6 +61,17 @@ def _segments(x) -> list[list[float]]:
         return []
 
 
+def style_timeline_axes(ax, num_rows: int, span: float) -> None:
+    """A timeline's axes: rows top to bottom, seconds 0..span on x with a light grid, no top/right frame."""
+    ax.set_ylim(num_rows - 0.5, -0.5)
+    ax.set_xlim(0, span * 1.01)
+    ax.set_xlabel("time in the video (s)")
+    ax.grid(axis="x", color="#cccccc", linewidth=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
 def _new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
@@ -105,13 +116,7 @@ def plot_timeline(records: list[dict], path: str | Path, *, num: int = 12, title
         ax.annotate(f"{note}  ·  {Path(str(r.get('video', ''))).stem}", (1.005, y), xycoords=("axes fraction", "data"),
                     va="center", fontsize=8.5, color="#333333")
     ax.set_yticks(range(len(rows)), [short_query(str(r.get("question", ""))) for r in rows], fontsize=9)
-    ax.set_ylim(len(rows) - 0.5, -0.5)  # first row (best IoU) on top
-    ax.set_xlim(0, span * 1.01)
-    ax.set_xlabel("time in the video (s)")
-    ax.grid(axis="x", color="#cccccc", linewidth=0.6, zorder=0)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    style_timeline_axes(ax, len(rows), span)  # first row (best IoU) on top
     ax.legend(handles=[Patch(color=GT_COLOUR, label="ground truth"), Patch(color=PRED_COLOUR, label="prediction"),
                        Patch(color=VIDEO_COLOUR, label="video length")],
               loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False, fontsize=9)

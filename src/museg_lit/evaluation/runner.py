@@ -67,6 +67,7 @@ __all__ = [
     "ablate_clip",
     "PredictionStore",
     "answer_text",
+    "fill_store",
     "generate_answers",
     "group_by_video",
     "item_key",
@@ -162,6 +163,24 @@ def iter_batches(decoded: Iterable[tuple[list[EvalItem], Any]], batch_size: int)
                 pending = []
     if pending:
         yield pending
+
+
+def fill_store(store: PredictionStore, batches: Iterable, run_batch, *, total: int, done: int, unit: str,
+               desc: str, progress: bool = True) -> int:
+    """Run ``run_batch`` on each batch and append its rows to ``store`` as they come (a killed run
+    loses at most one batch); returns the rows made without an error. The progress bar starts at
+    ``done``, so "2/6" after a restart shows where it picked up."""
+    generated = 0
+    bar = tqdm(total=total, initial=done, unit=unit, desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        for batch in batches:
+            rows = run_batch(batch)
+            store.append(rows)
+            generated += sum(1 for r in rows if not r["error"])
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    return generated
 
 
 def answer_text(output: str) -> str:
@@ -602,18 +621,10 @@ class EvalRunner:
         if done:
             log.info("resuming %s: %d of %d samples already in %s", self.dataset, len(done), len(items), self.store.path)
         timings = {"decode_s": 0.0, "generate_s": 0.0}
-        generated = 0
-        # the bar starts at the resumed count, so "2/6" after a restart shows where it picked up
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="query", desc=f"eval {self.dataset}",
-                   disable=not self.progress, dynamic_ncols=True)
-        try:
-            for batch in iter_batches(self._decoded(todo, timings), self.batch_size):
-                rows = self._run_batch(model, processor, batch, timings)
-                self.store.append(rows)
-                generated += sum(1 for r in rows if not r["error"])
-                bar.update(len(rows))
-        finally:
-            bar.close()
+        batches = iter_batches(self._decoded(todo, timings), self.batch_size)
+        generated = fill_store(self.store, batches, lambda b: self._run_batch(model, processor, b, timings),
+                               total=len(items), done=len(items) - len(todo), unit="query",
+                               desc=f"eval {self.dataset}", progress=self.progress)
         rows = self.store.load_matching(self.item_keys())  # superseded rows of changed items are left out
         missing = [it.id for it in items if it.id not in rows]
         if missing:  # cannot happen unless the file was edited meanwhile

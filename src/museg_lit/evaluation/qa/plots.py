@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from museg_lit.evaluation.plots import GT_COLOUR, PRED_COLOUR, VIDEO_COLOUR
+from museg_lit.evaluation.plots import GT_COLOUR, PRED_COLOUR, VIDEO_COLOUR, style_timeline_axes
 
 __all__ = ["draw_gta_timeline", "plot_gta_timeline"]
 
@@ -59,13 +59,7 @@ def draw_gta_timeline(records: list[dict], *, num: int = 12, title: str = "") ->
                     f"{r.get('baseline_letter') or '-'}{note}", (1.005, y), xycoords=("axes fraction", "data"),
                     va="center", fontsize=8.5, color="#1a7f37" if r.get("gta_correct") else "#b42318")
     ax.set_yticks(range(len(rows)), [_label(str(r.get("question", ""))) for r in rows], fontsize=8.5)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlim(0, span * 1.01)
-    ax.set_xlabel("time in the video (s)")
-    ax.grid(axis="x", color="#cccccc", linewidth=0.6, zorder=0)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    style_timeline_axes(ax, len(rows), span)
     ax.legend(handles=[Patch(color=GT_COLOUR, label="evidence"), Patch(color=PRED_COLOUR, label="grounded (stage 1)"),
                        Patch(fill=False, edgecolor=WINDOW_COLOUR, label="window decoded (stage 2; dashed: fallback)"),
                        Patch(color=VIDEO_COLOUR, label="video")],

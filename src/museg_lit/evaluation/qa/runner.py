@@ -39,8 +39,6 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.data.datamodule import FrameSpec
 from museg_lit.data.skips import missing_videos, resolve_video
@@ -61,6 +59,7 @@ from museg_lit.evaluation.runner import (
     PredictionStore,
     _read_meta,
     decode_groups,
+    fill_store,
     generate_answers,
     group_by_video,
     item_key,
@@ -213,17 +212,10 @@ class GroundThenAnswerRunner:
         done = self._done if self._model_id == model_id and self._done is not None else self.prepare(model_id)
         todo = [it for it in items if it.id not in done]
         timings = {"decode_s": 0.0, "window_decode_s": 0.0, "ground_s": 0.0, "answer_s": 0.0}
-        generated = 0
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="question", desc=f"gta {self.dataset}",
-                   disable=not self.progress, dynamic_ncols=True)
-        try:
-            for batch in iter_batches(self._decoded(todo, timings), self.batch_size):
-                rows = self._run_batch(model, processor, batch, timings)
-                self.store.append(rows)
-                generated += sum(1 for r in rows if not r["error"])
-                bar.update(len(rows))
-        finally:
-            bar.close()
+        batches = iter_batches(self._decoded(todo, timings), self.batch_size)
+        generated = fill_store(self.store, batches, lambda b: self._run_batch(model, processor, b, timings),
+                               total=len(items), done=len(items) - len(todo), unit="question",
+                               desc=f"gta {self.dataset}", progress=self.progress)
         stored = self.store.load_matching(self.item_keys())
         records = [stored[it.id] for it in items if it.id in stored]
         failed = [r for r in records if r.get("error")]
