@@ -16,7 +16,6 @@ class SFTConfig:
     every timestamp the answer gives, so the stage-1 ``format`` reward pays 1.0 for the target.
     """
 
-    name: str = "sft"
     think_template: str = setting(THINK_TEMPLATE)
 
     def __post_init__(self):
