@@ -53,9 +53,9 @@ def blanked(items: list[dict]) -> list[dict]:
 def nll(model, collate, tokenizer, items) -> tuple[float, float]:
     """(mean NLL per answer token, mean NLL of the first digit of each answer)."""
     batch = collate(items)
-    ids, mask = batch["answer_ids"], batch["answer_mask"]  # [B, C]
+    ids, mask = batch.answer_ids, batch.answer_mask  # [B, C]
     with torch.no_grad():
-        logp = answer_logprobs(model, batch["inputs"], ids, mask)  # [B, C]
+        logp = answer_logprobs(model, batch.inputs, ids, mask)  # [B, C]
     first = []
     for row in range(ids.shape[0]):
         pos = next(k for k, t in enumerate(ids[row].tolist()) if tokenizer.decode([t]).isdigit())
@@ -65,7 +65,7 @@ def nll(model, collate, tokenizer, items) -> tuple[float, float]:
 
 
 def features(model, collate, items) -> torch.Tensor:
-    inputs = collate(items)["inputs"]
+    inputs = collate(items).inputs
     with torch.no_grad():
         out = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
     chunks = out.pooler_output if hasattr(out, "pooler_output") else out

@@ -1,14 +1,22 @@
-"""GRPO LightningModule: rollout -> rewards -> group advantages -> log-probs -> loss.
+"""GRPO LightningModule. One training step, in call order (each line is one method below):
 
-One training step takes a batch of B prompts (each with its decoded clip), samples G completions per
-prompt, scores them with the active reward phase, normalises rewards within each group, computes
-per-token log-probs of the policy (with grad) and of the frozen reference (if any token has a KL
-weight), and returns the loss; Lightning does backward, clipping, accumulation and the optimizer step.
+1. ``training_step``      count the batch's draws and skips; a batch with no sample skips the step on every rank
+2. ``_rollouts``          replayed rollouts (``num_iterations > 1``, found by the batch's position), else:
+3. ``_fresh_rollouts``    one scored rollout, and with DAPO its informative groups plus refills
+4. ``_roll_out``          for one batch of B prompts:
+5.   ``_generate``        G completions per prompt (one prefill per prompt, KV cache shared by its G rows)
+6.   ``_score``           reward columns -> phased rewards -> group-normalised advantages
+7.   ``_frozen_logprobs`` no-grad reference log-probs (KL) and rollout-time policy log-probs (PPO ratio)
+8. policy pass            per-token log-probs of the completions, with grad
+9. ``self.loss``          the configured :class:`~museg_lit.rl.losses.PolicyLoss` (``AlgoConfig.loss``)
+10. ``_log_step``         ``train/*``, ``health/*``, ``perf/*``, ``time/*``; Lightning then does backward,
+                          clipping, accumulation and the optimizer step (``on_train_batch_end`` times it)
 
-Variants (all chosen in :class:`~museg_lit.rl.config.AlgoConfig`): ``num_iterations > 1`` caches a
-rollout and reuses it for that many steps (the data module repeats each group of batches), with PPO
-clipping against the rollout-time log-probs; DAPO's dynamic sampling drops zero-variance groups and
-refills from further batches; token-aware KL gives timestamp tokens their own beta.
+Variants (all chosen in :class:`~museg_lit.rl.config.AlgoConfig`): ``num_iterations > 1`` reuses a
+rollout for that many steps (the data module repeats each group of batches;
+:mod:`museg_lit.rl.replay`), with PPO clipping against the rollout-time log-probs; DAPO's dynamic
+sampling drops zero-variance groups and refills from further batches; token-aware KL gives
+timestamp tokens their own KL weight (every rollout carries a per-token weight ``[N, C]``).
 
 Shared prefix (``rollout.share_prefix``, default on): a rollout keeps its B prompts once; the
 vision tower and the prompt run once per prompt in generation (one prefill, KV cache repeated to
@@ -32,50 +40,42 @@ completion <= ``rollout.max_total_tokens``) and the 3D positions are MUSEG's.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributed.device_mesh import DeviceMesh
 
-from museg_lit.distributed.ranks import gathered_group_advantages
+from museg_lit.data.batch import PromptBatch
+from museg_lit.distributed.ranks import gathered_group_advantages, sampling_rng
 from museg_lit.distributed.sharding import ShardingConfig, unshard_for_generation
 from museg_lit.models.factory import ModelSpec
 from museg_lit.models.lora import reference_context
 from museg_lit.policy_module import PolicyModule
+from museg_lit.rewards.columns import completion_columns
 from museg_lit.rewards.schedule import RewardOutput, RewardSchedule
+from museg_lit.rl.advantages import GroupStats
 from museg_lit.rl.config import AlgoConfig, RolloutConfig
+from museg_lit.rl.health import answer_health, peak_memory_mb, zero_variance_share
 from museg_lit.rl.logprobs import rollout_logprobs
-from museg_lit.rl.losses import policy_loss
-from museg_lit.rl.rollout import Rollout, generate_rollout, select_rollout
-from museg_lit.rl.sampling import informative_groups, mask_truncated, rows_of_groups
-from museg_lit.rl.token_mask import per_token_beta, timestamp_token_mask
+from museg_lit.rl.losses import LossOutput
+from museg_lit.rl.replay import RolloutReplay
+from museg_lit.rl.rollout import Rollout, generate_rollout
+from museg_lit.rl.sampling import informative_groups, mask_truncated
+from museg_lit.rl.scored import LossTargets, ScoredRollout, pad_cat
+from museg_lit.rl.token_mask import kl_weights
+from museg_lit.timing import timed
 
 
 @dataclass(frozen=True)
-class ScoredRollout:
-    """A rollout with everything the loss needs that does not change across iterations."""
+class StepRollouts:
+    """What one step trains on (``chunks``) and the std of every group scored for it (``scored_std``
+    ``[B']``, DAPO's dropped groups included: the zero-variance share is measured before filtering)."""
 
-    rollout: Rollout
-    samples: list  # B GroundingSample, one per group
-    rewards: RewardOutput  # per row
-    group_std: Tensor  # [B]
-    advantages: Tensor  # [N]
-    loss_mask: Tensor  # [N, C] completion mask, truncated rows zeroed if configured
-    beta: Tensor | float  # scalar or [N, C] token-aware
-    ref_logp: Tensor | None  # [N, C]
-    old_logp: Tensor | None  # [N, C], only for num_iterations > 1
-
-
-def _pad_cat(tensors: list[Tensor], value: float = 0.0) -> Tensor:
-    """Concatenate ``[N_i, C_i]`` tensors along rows, right-padding to the longest C."""
-    width = max(t.shape[1] for t in tensors)
-    return torch.cat([F.pad(t, (0, width - t.shape[1]), value=value) for t in tensors], dim=0)
+    chunks: list[ScoredRollout]
+    scored_std: Tensor
 
 
 class GRPOModule(PolicyModule):
@@ -91,10 +91,11 @@ class GRPOModule(PolicyModule):
     ):
         super().__init__(model, optimizer, scheduler)
         self.reward, self.algo, self.rollout_cfg = reward, algo, rollout
+        self.loss = algo.loss(max_completion_length=rollout.max_new_tokens)
         self.num_completions_logged = num_completions_logged
         self.last_completions: list[dict] = []  # rows for the MLflow completions table
-        self.refill_batches: Iterator | None = None  # DAPO refills; set by the data module hook below
-        self._cache: dict[tuple, tuple[list[ScoredRollout], int]] = {}
+        self.refill_batches: Iterator[PromptBatch] | None = None  # DAPO refills; set in on_train_start
+        self.replay: RolloutReplay[StepRollouts] = RolloutReplay(algo.num_iterations)
         self._update_started: float | None = None
 
     @property
@@ -106,6 +107,21 @@ class GRPOModule(PolicyModule):
     def generations_per_rank(self) -> int:
         """Completions of each prompt generated on this rank: ``G / generation_split``."""
         return self.rollout_cfg.num_generations // self.rank_group.size
+
+    @property
+    def reuses_vision_features(self) -> bool:
+        """Whether the vision features of the shared prefill serve every later pass of the step.
+
+        Exact, not an approximation, when the vision tower is frozen (``model.freeze_vision``):
+        its weights then never change, so the policy computes the same features in generation,
+        in the old-policy pass and in the policy pass (the features need no gradient: nothing
+        upstream of them trains); the reference is loaded from the same checkpoint (or is the
+        same LoRA-wrapped model, whose adapters never touch a frozen vision tower) and computes
+        in the same dtype (fp32, the same autocast, or FSDP's bf16 all-gather of the same
+        weights), so its features are those numbers too. A trainable vision tower is re-run in
+        every pass: once per prompt (packed), never once per completion.
+        """
+        return self.rollout_cfg.share_prefix and self.spec.freeze_vision
 
     def check_sharding(self, cfg: ShardingConfig, mesh: DeviceMesh) -> None:
         if self.algo.dynamic_sampling and mesh.size() > 1:
@@ -124,170 +140,143 @@ class GRPOModule(PolicyModule):
         if self.algo.dynamic_sampling and dm is not None and self.refill_batches is None:
             self.refill_batches = dm.refill_batches()
 
-    @contextmanager
-    def _timed(self, name: str, timings: dict):
-        start = time.perf_counter()
-        yield
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+    # ---- 1. the step ----
+    def training_step(self, batch: PromptBatch, batch_idx: int):
+        # every draw of this batch failed (only with data.max_skip_fraction=1): no step on any rank
+        if not self.has_batch(batch):
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # perf/peak_mem_mb is this step's peak
+        timings = {"decode_s": batch.decode_s}
+        step = self._rollouts(batch, batch_idx, timings)
+        with timed("policy_logp_s", timings):  # 8. the policy pass, with grad
+            logp = pad_cat([self._logprobs(self.policy, c.rollout) for c in step.chunks])  # [N, C]
+        targets = LossTargets.of(step.chunks)
+        out = self.loss(logp, targets.advantages, targets.mask, kl_weight=targets.kl_weight,  # 9.
+                        old_logp=targets.old_logp, ref_logp=targets.ref_logp)
+        self._log_step(step, out, timings)  # 10.
+        self._update_started = time.perf_counter()
+        return out.loss
 
-    @contextmanager
-    def _sampling_rng(self, samples: list):
-        """Ranks that share prompts (``generation_split > 1``) must sample *different* completions,
-        but Lightning seeds every rank alike. Inside, the RNG is seeded from (initial seed, step,
-        prompts, rank in group) and restored afterwards: different per rank, reproducible on resume,
-        and the training RNG stream is left untouched. A no-op with one rank per prompt."""
-        if self.rank_group.size == 1:
-            yield
-            return
-        key = f"{torch.initial_seed()}/{self.global_step}/{[s.idx for s in samples]}/{self.rank_group.rank}"
-        seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
-        cuda = self.device.type == "cuda"
-        with torch.random.fork_rng(devices=[self.device] if cuda else [], device_type="cuda"):
-            torch.manual_seed(seed)
-            yield
+    # ---- 2.-3. which rollouts the step trains on ----
+    def _rollouts(self, batch: PromptBatch, batch_idx: int, timings: dict) -> StepRollouts:
+        """This batch's rollouts: replayed on a later pass over its group (``num_iterations > 1``), else fresh."""
+        if self.algo.num_iterations == 1:
+            return self._fresh_rollouts(batch, timings)
+        group, repeat, slot = self._replay_position(batch_idx)
+        key = (self.current_epoch, group, slot)
+        step = self.replay.lookup(key, repeat)
+        if step is None:  # first pass over the group (or a resume that landed inside it)
+            step = self._fresh_rollouts(batch, timings)
+            self.replay.store(key, repeat, step)
+        return step
 
-    # ---- rollout and scoring ----
-    @property
-    def reuses_vision_features(self) -> bool:
-        """Whether the vision features of the shared prefill serve every later pass of the step.
+    def _replay_position(self, batch_idx: int) -> tuple[int, int, int]:
+        """``(group index, repeat, slot)`` of the epoch's ``batch_idx``-th batch, from the batch sampler
+        that laid the epoch out (Lightning's ``batch_idx`` continues across a resume, as the sampler does)."""
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if not hasattr(sampler, "position"):
+            raise RuntimeError("algo.num_iterations > 1 needs the training loader's group-repeating batch sampler "
+                               "(museg_lit.data.sampler.ResumableBatchSampler), which the data module builds")
+        return sampler.position(batch_idx)
 
-        Exact, not an approximation, when the vision tower is frozen (``model.freeze_vision``):
-        its weights then never change, so the policy computes the same features in generation,
-        in the old-policy pass and in the policy pass (the features need no gradient: nothing
-        upstream of them trains); the reference is loaded from the same checkpoint (or is the
-        same LoRA-wrapped model, whose adapters never touch a frozen vision tower) and computes
-        in the same dtype (fp32, the same autocast, or FSDP's bf16 all-gather of the same
-        weights), so its features are those numbers too. A trainable vision tower is re-run in
-        every pass: once per prompt (packed), never once per completion.
-        """
-        return self.rollout_cfg.share_prefix and self.spec.freeze_vision
+    def _fresh_rollouts(self, batch: PromptBatch, timings: dict) -> StepRollouts:
+        """One scored rollout of the batch; with DAPO's dynamic sampling only its informative groups,
+        topped up from refill batches (at most ``algo.max_refill_batches`` of them) to B prompts."""
+        first = self._roll_out(batch, timings)
+        if not self.algo.dynamic_sampling:
+            return StepRollouts([first], first.group_std)
+        scored, chunks = [first.group_std], []
+        kept = self._keep_informative(first)
+        chunks = [kept] if kept is not None else []
+        attempts = 0
+        while sum(len(c.samples) for c in chunks) < len(batch) and attempts < self.algo.max_refill_batches:
+            attempts += 1
+            extra = next(self.refill_batches, None) if self.refill_batches is not None else None
+            if extra is None or extra.inputs is None:
+                continue
+            more = self._roll_out(extra.to(self.device), timings)
+            scored.append(more.group_std)
+            kept = self._keep_informative(more)
+            if kept is not None:
+                chunks.append(kept)
+        self.log("train/refill_batches", float(attempts), on_step=True, batch_size=1)
+        # nothing informative: the step still runs (zero advantages)
+        return StepRollouts(chunks or [first], torch.cat(scored))
+
+    def _keep_informative(self, scored: ScoredRollout) -> ScoredRollout | None:
+        """DAPO dynamic sampling: drop groups whose rewards are all equal (None if none is left)."""
+        keep = informative_groups(scored.group_std)  # [B]
+        if bool(keep.all()):
+            return scored
+        return scored.select_groups(keep) if bool(keep.any()) else None
+
+    # ---- 4.-7. one batch: generate, score, no-grad passes ----
+    def _roll_out(self, batch: PromptBatch, timings: dict) -> ScoredRollout:
+        ro = self._generate(batch, timings)
+        rewards, stats = self._score(ro, batch.samples, timings)
+        mask = mask_truncated(ro.completion_mask, ro.truncated) if self.algo.mask_truncated else ro.completion_mask
+        kl_weight = kl_weights(ro.completion_ids, ro.completion_mask, self.processor.tokenizer, beta=self.algo.beta,
+                               beta_time=self.algo.beta_time, scope=self.algo.token_kl_scope)  # [N, C]
+        ref_logp, old_logp = self._frozen_logprobs(ro, timings)
+        return ScoredRollout(ro, batch.samples, rewards, stats.std, stats.advantages.to(self.device), mask,
+                             kl_weight, ref_logp, old_logp)
+
+    def _generate(self, batch: PromptBatch, timings: dict) -> Rollout:
+        """g = G / generation_split completions per prompt on this rank (all G when groups live on one rank).
+
+        Under FSDP the weights are gathered once, decoding issues no collective (ranks may stop at
+        different lengths), then they are resharded; HF's ``synced_gpus`` lock-step is unnecessary."""
+        with timed("generate_s", timings), unshard_for_generation(self.policy), \
+                sampling_rng(self.rank_group, self.global_step, [s.idx for s in batch.samples], self.device):
+            return generate_rollout(
+                self.policy, self.processor.tokenizer, batch.inputs, num_generations=self.generations_per_rank,
+                sampling=self.rollout_cfg.sampling, tokens=self.tokens,
+                max_total_tokens=self.rollout_cfg.max_total_tokens, synced_gpus=False if self.sharded else None,
+                share_prefix=self.rollout_cfg.share_prefix, keep_video_features=self.reuses_vision_features,
+            )
+
+    def _score(self, ro: Rollout, samples: list, timings: dict) -> tuple[RewardOutput, GroupStats]:
+        """Rewards of the active phase per completion, and advantages normalised within each prompt's
+        group (groups split over ranks gather their rewards first: the same advantages as on one rank)."""
+        with timed("reward_s", timings):
+            solution, columns = completion_columns(samples, ro.num_generations)
+            rewards = self.reward.compute(self.global_step, ro.texts, solution, **columns)
+            stats = gathered_group_advantages(rewards.total, ro.num_generations, self.rank_group,
+                                              scale=self.algo.scale_rewards, eps=self.algo.advantage_eps,
+                                              device=self.device)
+        return rewards, stats
+
+    def _frozen_logprobs(self, ro: Rollout, timings: dict) -> tuple[Tensor | None, Tensor | None]:
+        """``(ref_logp, old_logp)`` ``[N, C]``: the reference's (when some token has a KL weight; with
+        LoRA the base weights are the reference) and the rollout-time policy's (``num_iterations > 1``)."""
+        ref_logp = old_logp = None
+        if self.algo.needs_reference:
+            with timed("ref_logp_s", timings), torch.no_grad():
+                if self.reference is not None:
+                    ref_logp = self._logprobs(self.reference, ro)
+                else:
+                    with reference_context(self.policy):
+                        ref_logp = self._logprobs(self.policy, ro)
+        if self.algo.num_iterations > 1:
+            with timed("old_logp_s", timings), torch.no_grad():
+                old_logp = self._logprobs(self.policy, ro)
+        return ref_logp, old_logp
 
     def _logprobs(self, model, ro: Rollout) -> Tensor:
         """Per-token log-probs ``[B*G, C]`` of the rollout's completions under ``model``."""
         temperature = self.rollout_cfg.temperature if self.algo.logprobs_at_temperature else 1.0
         return rollout_logprobs(model, ro, share_prefix=self.rollout_cfg.share_prefix, temperature=temperature)
 
-    def _score(self, batch: dict, timings: dict) -> ScoredRollout:
-        # g = G / generation_split completions per prompt on this rank (all G when groups live on one rank)
-        g, samples = self.generations_per_rank, batch["samples"]
-        # under FSDP: gather the weights once, decode with no collective (ranks may stop at different
-        # lengths), reshard; HF's synced_gpus lock-step is then unnecessary
-        with self._timed("generate_s", timings), unshard_for_generation(self.policy), self._sampling_rng(samples):
-            ro = generate_rollout(
-                self.policy, self.processor.tokenizer, batch["inputs"], num_generations=g,
-                sampling=self.rollout_cfg.sampling, tokens=self.tokens,
-                max_total_tokens=self.rollout_cfg.max_total_tokens, synced_gpus=False if self.sharded else None,
-                share_prefix=self.rollout_cfg.share_prefix, keep_video_features=self.reuses_vision_features,
-            )
-        with self._timed("reward_s", timings):
-            solution = [s.solution for s in samples for _ in range(g)]
-            columns: dict[str, list] = {}
-            for s in samples:
-                for key, value in s.columns().items():
-                    columns.setdefault(key, []).extend([value] * g)
-            rewards = self.reward.compute(self.global_step, ro.texts, solution, **columns)
-            # groups split over ranks gather their rewards first: the same advantages as on one rank
-            stats = gathered_group_advantages(rewards.total, g, self.rank_group, scale=self.algo.scale_rewards,
-                                              eps=self.algo.advantage_eps, device=self.device)
-        mask = mask_truncated(ro.completion_mask, ro.truncated) if self.algo.mask_truncated else ro.completion_mask
-        beta: Tensor | float = self.algo.beta
-        if self.algo.beta_time is not None:
-            ts = timestamp_token_mask(ro.completion_ids, ro.completion_mask, self.processor.tokenizer,
-                                      self.algo.token_kl_scope)  # [N, C]
-            beta = per_token_beta(ts, self.algo.beta, self.algo.beta_time).to(self.device)
-        ref_logp = old_logp = None
-        if self.algo.needs_reference:
-            with self._timed("ref_logp_s", timings), torch.no_grad():
-                if self.reference is not None:
-                    ref_logp = self._logprobs(self.reference, ro)
-                else:  # LoRA: the base weights are the reference
-                    with reference_context(self.policy):
-                        ref_logp = self._logprobs(self.policy, ro)
-        if self.algo.num_iterations > 1:
-            with self._timed("old_logp_s", timings), torch.no_grad():
-                old_logp = self._logprobs(self.policy, ro)
-        return ScoredRollout(ro, samples, rewards, stats.std, stats.advantages.to(self.device), mask, beta,
-                             ref_logp, old_logp)
-
-    def _keep_informative(self, scored: ScoredRollout) -> ScoredRollout | None:
-        """DAPO dynamic sampling: drop groups whose rewards are all equal (None if none is left)."""
-        keep_groups = informative_groups(scored.group_std)  # [B]
-        if bool(keep_groups.all()):
-            return scored
-        if not bool(keep_groups.any()):
-            return None
-        rows = rows_of_groups(keep_groups, self.generations_per_rank)  # [N]
-        dev_rows = rows.to(self.device)
-        pick = lambda t: None if t is None else t[dev_rows]  # noqa: E731
-        total = scored.rewards.total[rows]
-        per_fn = {k: v[rows] for k, v in scored.rewards.per_function.items()}
-        return replace(
-            scored, rollout=select_rollout(scored.rollout, keep_groups.to(self.device)),
-            samples=[s for s, k in zip(scored.samples, keep_groups.tolist(), strict=True) if k],
-            rewards=RewardOutput(total, per_fn, scored.rewards.phase), group_std=scored.group_std[keep_groups],
-            advantages=scored.advantages[dev_rows], loss_mask=scored.loss_mask[dev_rows],
-            beta=scored.beta if isinstance(scored.beta, float) else scored.beta[dev_rows],
-            ref_logp=pick(scored.ref_logp), old_logp=pick(scored.old_logp),
-        )
-
-    def _rollouts(self, batch: dict, timings: dict) -> list[ScoredRollout]:
-        """Scored rollouts for this batch: fresh, refilled (DAPO) or cached (num_iterations > 1)."""
-        key = tuple(s.idx for s in batch["samples"])
-        if key in self._cache:
-            chunks, uses = self._cache.pop(key)
-            if uses + 1 < self.algo.num_iterations:
-                self._cache[key] = (chunks, uses + 1)
-            return chunks
-        first = self._score(batch, timings)
-        chunks = [first]
-        if self.algo.dynamic_sampling:
-            kept = self._keep_informative(first)
-            chunks = [kept] if kept is not None else []
-            want, attempts = len(batch["samples"]), 0
-            while sum(len(c.samples) for c in chunks) < want and attempts < self.algo.max_refill_batches:
-                attempts += 1
-                extra = next(self.refill_batches, None) if self.refill_batches is not None else None
-                if extra is None or extra["inputs"] is None:
-                    continue
-                extra = self.transfer_batch_to_device(extra, self.device, 0)
-                kept = self._keep_informative(self._score(extra, timings))
-                if kept is not None:
-                    chunks.append(kept)
-            self.log("train/refill_batches", float(attempts), on_step=True, batch_size=1)
-            chunks = chunks or [first]  # nothing informative: the step still runs (zero advantages)
-        if self.algo.num_iterations > 1:
-            self._cache[key] = (chunks, 1)
-        return chunks
-
-    # ---- one GRPO step ----
-    def training_step(self, batch: dict, batch_idx: int):
-        # every draw of this batch failed (only with data.max_skip_fraction=1): no step on any rank
-        if not self.has_batch(batch):
-            return None
-        timings = {"decode_s": batch["decode_s"]}
-        chunks = self._rollouts(batch, timings)
-        with self._timed("policy_logp_s", timings):
-            logps = [self._logprobs(self.policy, c.rollout) for c in chunks]  # each [N_i, C_i]
-        has_ref = chunks[0].ref_logp is not None
-        beta = self.algo.beta if all(isinstance(c.beta, float) for c in chunks) else _pad_cat(
-            [c.beta if torch.is_tensor(c.beta) else torch.full_like(c.loss_mask, c.beta, dtype=torch.float)
-             for c in chunks])
-        out = policy_loss(
-            _pad_cat(logps), torch.cat([c.advantages for c in chunks]), _pad_cat([c.loss_mask for c in chunks]),
-            old_logp=_pad_cat([c.old_logp for c in chunks]) if chunks[0].old_logp is not None else None,
-            ref_logp=_pad_cat([c.ref_logp for c in chunks]) if has_ref else None,
-            beta=beta, kl_estimator=self.algo.kl_estimator, epsilon_low=self.algo.epsilon_low,
-            epsilon_high=self.algo.epsilon_high, aggregation=self.algo.aggregation,
-            max_completion_length=self.rollout_cfg.max_new_tokens,
-        )
-        self._log_step(chunks, out, timings)
-        self._update_started = time.perf_counter()
-        return out.loss
-
-    def _log_step(self, chunks: list[ScoredRollout], out, timings: dict) -> None:
+    # ---- 10. what the step logs ----
+    def _log_step(self, step: StepRollouts, out: LossOutput, timings: dict) -> None:
+        chunks = step.chunks
         total = torch.cat([c.rewards.total for c in chunks])
-        masks = torch.cat([c.rollout.completion_mask.sum(1) for c in chunks]).float()
+        lengths = torch.cat([c.rollout.completion_mask.sum(1) for c in chunks]).float()
         truncated = torch.cat([c.rollout.truncated for c in chunks]).float()
+        texts = [t for c in chunks for t in c.rollout.texts]
+        durations = [s.duration for c in chunks for s in c.samples for _ in range(c.rollout.num_generations)]
+        answers = answer_health(texts, durations)
         metrics = {
             "train/loss": out.loss.detach(),
             "train/policy_loss": out.policy_loss,
@@ -295,18 +284,22 @@ class GRPOModule(PolicyModule):
             "train/clip_fraction": out.clip_fraction,
             "train/reward": total.mean(),
             "train/reward_std": torch.cat([c.group_std for c in chunks]).mean(),
-            "train/completion_length": masks.mean(),
+            "train/completion_length": lengths.mean(),
             "train/truncated_fraction": truncated.mean(),
             "train/reward_phase": float(self.reward.phases.index(chunks[0].rewards.phase)),
+            "health/zero_variance_groups": zero_variance_share(step.scored_std),
+            "health/format_failures": answers["format_failures"],
+            "health/degenerate_answers": answers["degenerate_answers"],
+            "perf/peak_mem_mb": peak_memory_mb(self.device),
         }
         for name in chunks[0].rewards.per_function:
             metrics[f"train/reward/{name}"] = torch.cat([c.rewards.per_function[name] for c in chunks]).mean()
         metrics.update({f"time/{k}": v for k, v in timings.items()})
         self.log_dict(metrics, on_step=True, batch_size=len(total))
-        first, G = chunks[0], self.generations_per_rank
+        first, g = chunks[0], chunks[0].rollout.num_generations
         self.last_completions = [
-            {"step": self.global_step, "idx": first.samples[i // G].idx, "completion": first.rollout.texts[i],
-             "solution": str(first.samples[i // G].solution), "reward": float(first.rewards.total[i]),
+            {"step": self.global_step, "idx": first.samples[i // g].idx, "completion": first.rollout.texts[i],
+             "solution": str(first.samples[i // g].solution), "reward": float(first.rewards.total[i]),
              **{k: float(v[i]) for k, v in first.rewards.per_function.items()}}
             for i in range(min(len(first.rollout.texts), self.num_completions_logged))
         ]

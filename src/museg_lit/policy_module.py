@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.distributed.device_mesh import DeviceMesh
 
+from museg_lit.data.batch import PromptBatch
 from museg_lit.data.skips import SkipCounter
 from museg_lit.distributed.ranks import RankGroup, all_ranks_agree, mesh_groups
 from museg_lit.distributed.sharding import ShardingConfig, cast_parameters, shard_model
@@ -103,11 +104,8 @@ class PolicyModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, total_steps=max(1, self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        # the processor tensors and any top-level tensor travel; samples (frozen dataclasses) stay on the host
-        if batch.get("inputs") is not None:
-            batch["inputs"] = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
-        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    def transfer_batch_to_device(self, batch: PromptBatch, device: torch.device, dataloader_idx: int) -> PromptBatch:
+        return batch.to(device)  # the processor and answer tensors travel; samples stay on the host
 
     # ---- the skip budget ----
     @property
@@ -127,13 +125,13 @@ class PolicyModule(L.LightningModule):
             self.skips.max_fraction = getattr(dm, "max_skip_fraction", self.skips.max_fraction)
             self.missing_videos = getattr(dm, "num_missing_videos", 0)
 
-    def _count_skips(self, batch: dict) -> bool:
+    def _count_skips(self, batch: PromptBatch) -> bool:
         """Count the batch's draws and skips, log them, and enforce the skip budget on every rank at
         once (a ``DataError`` naming the first failures). Returns whether this rank has samples."""
-        self.skips.add(batch["drawn"], batch["skipped"])
+        self.skips.add(batch.drawn, batch.skipped)
         self.log_dict({**self.skips.as_metrics(), "data/missing_videos": float(self.missing_videos)},
                       on_step=True, batch_size=1)
-        has_samples = batch["inputs"] is not None
+        has_samples = batch.inputs is not None
         # a batch none of whose draws loaded is over any budget below 1; under FSDP every rank must
         # stop (or go on) together, or the others wait forever in the next collective
         within = not self.skips.exceeded() and (has_samples or self.skips.max_fraction >= 1)
@@ -141,7 +139,7 @@ class PolicyModule(L.LightningModule):
             raise self.skips.error()
         return has_samples
 
-    def has_batch(self, batch: dict) -> bool:
+    def has_batch(self, batch: PromptBatch) -> bool:
         """Count the batch's skips; False when this step must be skipped on every rank (some rank has
         no sample: under FSDP all ranks run the same forwards and backward, or none does)."""
         return all_ranks_agree(self._count_skips(batch), self.device)

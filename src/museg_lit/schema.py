@@ -4,7 +4,8 @@ and a bad one is refused with its key named (``rollout.num_generations='abc': ex
 A schema is a dataclass whose fields carry their bounds (:func:`setting`). Two uses:
 
 * :func:`check_fields` in a settings dataclass's ``__post_init__`` (``AlgoConfig``,
-  ``RolloutConfig``, ``FrameSpec``): the object checks itself however it is built.
+  ``RolloutConfig``, ``FrameSpec``): the object checks itself however it is built, and an int
+  given to a float field is stored as a float.
 * :func:`check_config` on a composed config, before anything is built: the groups Hydra hands to
   third-party classes (``lightning.Trainer``, ``torch.optim.AdamW``) and to the data module are
   checked against the schemas below (only the keys present are checked; Hydra's struct mode
@@ -123,11 +124,24 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _takes_float(annotation: Any) -> bool:
+    """Whether a field's annotation is ``float`` or ``float | None`` (not ``int | float``)."""
+    if annotation is float:
+        return True
+    args = typing.get_args(annotation)
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and float in args and int not in args
+
+
 def check_fields(obj: Any, prefix: str) -> None:
-    """Check every field of a dataclass instance against its annotation and bounds."""
+    """Check every field of a dataclass instance against its annotation and bounds, then store an int
+    given to a float field as a float (``algo.beta=0`` from the command line is ``0.0`` from here
+    on, so code downstream sees one type). Works on frozen dataclasses too."""
     hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
-        check_value(f"{prefix}.{f.name}", getattr(obj, f.name), hints[f.name], f.metadata)
+        value, annotation = getattr(obj, f.name), hints[f.name]
+        check_value(f"{prefix}.{f.name}", value, annotation, f.metadata)
+        if _is_int(value) and _takes_float(annotation):
+            object.__setattr__(obj, f.name, float(value))
 
 
 def check_group(values: Mapping | None, schema: type, prefix: str) -> None:

@@ -1,11 +1,16 @@
-"""A smoke run of each algorithm variant on the tiny model (2-4 real steps each)."""
+"""Each algorithm variant on the tiny model (2-4 real steps each), its distinguishing maths checked on
+what the real step computed: DAPO's group filter, token-aware KL weights, Dr. GRPO's aggregation."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
 
 from museg_lit.config import compose
+from museg_lit.rl.kl import kl_k3
+from museg_lit.rl.losses import policy_loss
 from tests.integration.test_training import _overrides, _run, length_variance_reward
 
 pytestmark = pytest.mark.integration
@@ -17,14 +22,14 @@ def _fit(tmp_path, synthetic_data, tiny_checkpoint, *extra, reward=length_varian
     run = _run(cfg, reward)
     run.module.configure_model()
     before = {n: p.detach().clone() for n, p in run.module.policy.named_parameters()}
-    calls = {"score": 0}
-    score = run.module._score
+    calls = {"score": 0}  # batches rolled out (generated and scored)
+    score = run.module._roll_out
 
     def counted(*a, **k):
         calls["score"] += 1
         return score(*a, **k)
 
-    run.module._score = counted
+    run.module._roll_out = counted
     run.trainer.fit(run.module, datamodule=run.datamodule)
     changed = sum(not torch.equal(p, dict(run.module.policy.named_parameters())[n].detach()) for n, p in before.items())
     assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
@@ -104,14 +109,132 @@ def test_vision_tower_runs_once_per_prompt_per_pass(share_prefix, freeze_vision,
     for name in ("policy", "reference"):
         visual = getattr(run.module, name).model.visual
         visual.register_forward_pre_hook(lambda mod, args, name=name: patches.__setitem__(name, patches[name] + args[0].shape[0]))
-    score = run.module._score
+    score = run.module._roll_out
 
     def counted(batch, timings):
-        patches["batch"] += batch["inputs"]["pixel_values_videos"].shape[0]
+        patches["batch"] += batch.inputs["pixel_values_videos"].shape[0]
         return score(batch, timings)
 
-    run.module._score = counted
+    run.module._roll_out = counted
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert patches["batch"] > 0 and torch.isfinite(run.trainer.callback_metrics["train/loss"])
     assert patches["policy"] == policy_passes * patches["batch"]
     assert patches["reference"] == reference_passes * patches["batch"]
+
+
+def _half_constant_reward(completions, solution, idx, **columns):
+    """Even-idx prompts get a constant reward (a zero-variance group), odd ones the length spread."""
+    return [1.0 if int(i) % 2 == 0 else float(len(c) % 7) for c, i in zip(completions, idx, strict=True)]
+
+
+def _recording(run) -> dict:
+    """Wrap the step's parts to record what each produced: scored rollouts, step rollouts, loss calls."""
+    module, seen = run.module, {"scored": [], "steps": [], "loss": []}
+    roll_out, fresh, loss = module._roll_out, module._fresh_rollouts, module.loss
+
+    def recorded_roll_out(batch, timings):
+        seen["scored"].append(roll_out(batch, timings))
+        return seen["scored"][-1]
+
+    def recorded_fresh(batch, timings):
+        seen["steps"].append(fresh(batch, timings))
+        return seen["steps"][-1]
+
+    def recorded_loss(logp, advantages, mask, **kw):
+        out = loss(logp, advantages, mask, **kw)
+        seen["loss"].append({"logp": logp.detach().clone(), "advantages": advantages, "mask": mask,
+                             **{k: v for k, v in kw.items()}, "out": out})
+        return out
+
+    module._roll_out, module._fresh_rollouts, module.loss = recorded_roll_out, recorded_fresh, recorded_loss
+    return seen
+
+
+@pytest.mark.parametrize("kl", [("algo.beta=0",), ("algo.beta=0.04", "algo.beta_time=0")])
+def test_dapo_filters_groups_with_int_beta_and_with_token_aware_kl(kl, tmp_path, synthetic_data, tiny_checkpoint):
+    # the review's crash: `algo=dapo algo.beta=0` (an int from the command line) failed in the group filter
+    cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "algo=dapo", *kl, "algo.mask_truncated=false",
+                             "algo.max_refill_batches=1", "rollout.max_new_tokens=8", "rollout.num_generations=4",
+                             "trainer.max_steps=2", "data.shuffle=false"))
+    run = _run(cfg, _half_constant_reward)
+    assert type(run.module.algo.beta) is float
+    seen = _recording(run)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
+    # every first rollout of a step held an even (constant-reward) prompt: DAPO dropped that group
+    kept = [c for step in seen["steps"] for c in step.chunks]
+    assert all(int(s.idx) % 2 for c in kept for s in c.samples)
+    assert run.trainer.callback_metrics["health/zero_variance_groups"] > 0
+    for chunk in kept:  # the kept rows carry their own per-token KL weights
+        n = len(chunk.samples) * chunk.rollout.num_generations
+        assert chunk.kl_weight.shape == chunk.loss_mask.shape == (n, chunk.rollout.completion_ids.shape[1])
+    assert (run.module.reference is not None) == ("algo.beta_time=0" in kl)
+
+
+def _forced_answers(module, texts_for_row):
+    """Replace the sampled completions by given texts (tokenised, right-padded): the real step then
+    runs on completions that do write answer timestamps, which the random tiny model never does."""
+    generate = module._generate
+    tokenizer = module.processor.tokenizer
+
+    def forced(batch, timings):
+        ro = generate(batch, timings)
+        texts = [texts_for_row(i) for i in range(ro.completion_ids.shape[0])]
+        enc = tokenizer(texts, padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
+        ids, mask = enc["input_ids"].to(ro.completion_ids.device), enc["attention_mask"].to(ro.completion_mask.device)
+        return replace(ro, completion_ids=ids, completion_mask=mask, texts=texts,
+                       truncated=torch.zeros(len(texts), dtype=torch.bool, device=ro.truncated.device))
+
+    module._generate = forced
+
+
+def test_token_aware_kl_weights_answer_timestamps_differently(tmp_path, synthetic_data, tiny_checkpoint):
+    cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "algo.beta=0.5", "algo.beta_time=0",
+                             "optim.optimizer.lr=1e-2", "rollout.max_new_tokens=40", "rollout.num_generations=4",
+                             "trainer.max_steps=2", "data.batch_size=1"))
+    run = _run(cfg, length_variance_reward)
+    run.module.configure_model()
+    _forced_answers(run.module, lambda i: f"<think>near {i}.5 s{'!' * i}</think><answer>{i}.25-{i + 3}.0</answer>")
+    seen = _recording(run)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    tokenizer = run.module.processor.tokenizer
+    for scored in seen["scored"]:
+        for row in range(scored.kl_weight.shape[0]):
+            n = int(scored.loss_mask[row].sum())
+            pieces = [tokenizer.decode([t]) for t in scored.rollout.completion_ids[row, :n].tolist()]
+            weights = scored.kl_weight[row, :n].tolist()
+            answer = "".join(p for p, w in zip(pieces, weights, strict=True) if w == 0.0)
+            assert answer == f"{row}.25{row + 3}.0"  # only the answer's timestamps are free of the KL pull
+            assert all(w == pytest.approx(0.5) for w in weights if w != 0.0)
+            assert "".join(pieces).startswith(f"<think>near {row}.5")  # the reasoning's "1.5" keeps beta
+    # after one update the policy has left the reference: the KL term is live, and weighting tokens
+    # differently changes the loss against a constant beta
+    call = seen["loss"][-1]
+    assert call["out"].kl > 0
+    constant = policy_loss(call["logp"], call["advantages"], call["mask"], ref_logp=call["ref_logp"], beta=0.5)
+    aware = policy_loss(call["logp"], call["advantages"], call["mask"], ref_logp=call["ref_logp"],
+                        beta=call["kl_weight"])
+    assert aware.loss.item() == pytest.approx(call["out"].loss.item(), abs=1e-6)
+    assert constant.loss.item() > aware.loss.item()  # the timestamp tokens' KL (>= 0, k3) is not charged
+    metrics = run.trainer.callback_metrics
+    assert metrics["health/format_failures"] == 0.0 and metrics["health/degenerate_answers"] == 0.0
+
+
+def test_dr_grpo_aggregates_over_a_constant_and_does_not_scale_advantages(tmp_path, synthetic_data, tiny_checkpoint):
+    cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "algo=dr_grpo", "rollout.max_new_tokens=12",
+                             "rollout.num_generations=4", "trainer.max_steps=2"))
+    run = _run(cfg, length_variance_reward)
+    assert (run.module.loss.aggregation, run.module.loss.max_completion_length) == ("constant", 12)
+    seen = _recording(run)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    for scored, call in zip(seen["scored"], seen["loss"], strict=True):
+        rewards = scored.rewards.total.view(-1, 4)  # [B, G]
+        centred = (rewards - rewards.mean(1, keepdim=True)).flatten()
+        assert torch.allclose(scored.advantages.cpu(), centred, atol=1e-6)  # r - mean, no std division
+        # the loss: sum of token losses / (N * max_new_tokens); ratio 1 -> token loss -A + beta * k3
+        kl = kl_k3(call["logp"], call["ref_logp"])
+        tokens = (-call["advantages"].unsqueeze(1) + 0.04 * kl) * call["mask"]
+        n = call["mask"].shape[0]
+        assert call["out"].loss.item() == pytest.approx(tokens.sum().item() / (n * 12), abs=1e-6)
+    assert any(bool((s.group_std > 0).any()) and not torch.allclose(s.group_std, torch.ones_like(s.group_std))
+               for s in seen["scored"])  # scaling would have changed these advantages

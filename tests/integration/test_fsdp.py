@@ -87,7 +87,7 @@ def _worker(out: Path, checkpoint: Path, data: Path, tag: str, trainer: str = "f
     scored: list[dict] = []
     rollouts: list = []
     initial: dict = {}
-    score = module._score
+    score = module._roll_out
 
     def recording_score(batch, timings):
         if not scored:  # first step, before any update: the sharded initial weights (rank 0 gets them)
@@ -101,7 +101,7 @@ def _worker(out: Path, checkpoint: Path, data: Path, tag: str, trainer: str = "f
         })
         return result
 
-    module._score = recording_score
+    module._roll_out = recording_score
     run.trainer.fit(module, datamodule=run.datamodule)
 
     equality = _shared_prefix_equality(module, rollouts[0])

@@ -44,7 +44,7 @@ class SampleRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": trainer.global_step, "ids": [s.idx for s in batch["samples"]],
+            f.write(json.dumps({"step": trainer.global_step, "ids": [s.idx for s in batch.samples],
                                 "pid": os.getpid()}) + "\n")
 
 

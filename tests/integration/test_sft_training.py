@@ -29,8 +29,8 @@ def test_a_few_sft_steps_lower_the_answer_loss(tmp_path, synthetic_data, tiny_ch
     def loss() -> float:
         with torch.no_grad():
             policy = run.module.policy.eval()
-            value = masked_nll(answer_logprobs(policy, batch["inputs"], batch["answer_ids"], batch["answer_mask"]),
-                               batch["answer_mask"])
+            value = masked_nll(answer_logprobs(policy, batch.inputs, batch.answer_ids, batch.answer_mask),
+                               batch.answer_mask)
             policy.train()
             return float(value)
 

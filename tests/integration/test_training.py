@@ -69,8 +69,15 @@ def test_smoke_every_parameter_changes(tmp_path, synthetic_data, tiny_checkpoint
     loss = run.trainer.callback_metrics["train/loss"]
     assert torch.isfinite(loss)
     for key in ("train/kl", "train/reward_std", "train/completion_length", "time/generate_s", "time/ref_logp_s",
-                "time/decode_s", "time/update_s", "data/skipped"):
+                "time/decode_s", "time/update_s", "data/skipped", "health/zero_variance_groups",
+                "health/format_failures", "health/degenerate_answers", "perf/peak_mem_mb"):
         assert key in run.trainer.callback_metrics, key
+    metrics = run.trainer.callback_metrics
+    for key in ("health/zero_variance_groups", "health/format_failures", "health/degenerate_answers"):
+        assert 0.0 <= float(metrics[key]) <= 1.0, key
+    # the random tiny model writes no <answer>: every completion is a format failure and degenerate
+    assert float(metrics["health/format_failures"]) == float(metrics["health/degenerate_answers"]) == 1.0
+    assert float(metrics["perf/peak_mem_mb"]) > 100  # the process holds two tiny models and torch
     # the reference stays frozen
     assert all(not p.requires_grad for p in run.module.reference.parameters())
 

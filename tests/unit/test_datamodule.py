@@ -160,18 +160,18 @@ def test_collator_skips_prompts_that_leave_no_room(video_root, tiny_checkpoint, 
     items = [ds[0], {**ds[1], "sample": GroundingSample(idx="1", problem="a much longer question " * 20,
                                                         solution=[[0.5, 1.0]], video="ok.mp4", task="tvg",
                                                         source="a.jsonl:1")}]
-    lengths = PromptCollator(processor, "frame_selection_thinking")(items)["inputs"]["attention_mask"].sum(1).tolist()
+    lengths = PromptCollator(processor, "frame_selection_thinking")(items).inputs["attention_mask"].sum(1).tolist()
     assert lengths[0] < lengths[1]
     # a cap between the two lengths: the long prompt leaves no room and is skipped, counted, named
     batch = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=lengths[1])(items)
-    assert [s.idx for s in batch["samples"]] == ["0"]
-    assert batch["inputs"]["input_ids"].shape == (1, lengths[0])
-    ((source, why),) = batch["skipped"]
+    assert [s.idx for s in batch.samples] == ["0"]
+    assert batch.inputs["input_ids"].shape == (1, lengths[0])
+    ((source, why),) = batch.skipped
     assert source == "a.jsonl:1" and f"prompt of {lengths[1]} tokens leaves no room" in why
     assert "rollout.max_total_tokens" in caplog.text
     # nothing left: no inputs, both counted
     empty = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=lengths[0])(items)
-    assert empty["inputs"] is None and len(empty["skipped"]) == 2
+    assert empty.inputs is None and len(empty.skipped) == 2
 
 
 def test_collator_replaces_prompts_that_leave_no_room(video_root, tiny_checkpoint):
@@ -185,9 +185,9 @@ def test_collator_replaces_prompts_that_leave_no_room(video_root, tiny_checkpoin
                            task="tvg", source="a.jsonl:9")
     ds = GroundingDataset([_sample("ok.mp4", "0"), long, _sample("ok.mp4", "2")], str(video_root), FRAMES,
                           on_error="skip")
-    short_len = PromptCollator(processor, "frame_selection_thinking")([ds[0]])["inputs"]["attention_mask"].sum()
+    short_len = PromptCollator(processor, "frame_selection_thinking")([ds[0]]).inputs["attention_mask"].sum()
     collate = PromptCollator(processor, "frame_selection_thinking", max_total_tokens=int(short_len) + 1, dataset=ds)
     batch = collate([ds[0], ds[1]])
-    assert len(batch["samples"]) == 2 and "L" not in [s.idx for s in batch["samples"]]
-    assert batch["drawn"] == 3 and [source for source, _ in batch["skipped"]] == ["a.jsonl:9"]
-    assert ds.known_bad == {1: batch["skipped"][0][1]}  # not decoded again when drawn later
+    assert len(batch.samples) == 2 and "L" not in [s.idx for s in batch.samples]
+    assert batch.drawn == 3 and [source for source, _ in batch.skipped] == ["a.jsonl:9"]
+    assert ds.known_bad == {1: batch.skipped[0][1]}  # not decoded again when drawn later

@@ -74,28 +74,28 @@ def batch(tiny_checkpoint, synthetic_data):
 def test_batch_carries_each_answer_closed_by_the_end_of_turn_token(batch):
     processor, b = batch
     tok = processor.tokenizer
-    assert b["answer_ids"].shape == b["answer_mask"].shape and b["answer_ids"].shape[0] == 2
-    lengths = b["answer_mask"].sum(1).tolist()
+    assert b.answer_ids.shape == b.answer_mask.shape and b.answer_ids.shape[0] == 2
+    lengths = b.answer_mask.sum(1).tolist()
     assert lengths[0] != lengths[1]  # right padding is exercised
-    for row, (sample, n) in enumerate(zip(b["samples"], lengths, strict=True)):
-        ids = b["answer_ids"][row, :n].tolist()
+    for row, (sample, n) in enumerate(zip(b.samples, lengths, strict=True)):
+        ids = b.answer_ids[row, :n].tolist()
         assert tok.decode(ids) == target_text(sample.solution) + "<|im_end|>"
-        assert b["answer_mask"][row, n:].sum() == 0
+        assert b.answer_mask[row, n:].sum() == 0
 
 
 def test_labels_mask_every_prompt_token_and_only_those(batch):
     """The SFT targets: -100 on the whole prompt (system text, every video placeholder, the question,
     the assistant header) and on padding; the answer's ids everywhere else."""
     processor, b = batch
-    prompt_ids = b["inputs"]["input_ids"]
-    labels = sft_labels(prompt_ids, b["answer_ids"], b["answer_mask"])
+    prompt_ids = b.inputs["input_ids"]
+    labels = sft_labels(prompt_ids, b.answer_ids, b.answer_mask)
     p = prompt_ids.shape[1]
     assert (labels[:, :p] == IGNORE_INDEX).all()
     video_id = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     assert (prompt_ids == video_id).sum() > 0 and not (labels == video_id).any()
     answer = labels[:, p:]
-    assert torch.equal(answer != IGNORE_INDEX, b["answer_mask"].bool())
-    assert torch.equal(answer[b["answer_mask"].bool()], b["answer_ids"][b["answer_mask"].bool()])
+    assert torch.equal(answer != IGNORE_INDEX, b.answer_mask.bool())
+    assert torch.equal(answer[b.answer_mask.bool()], b.answer_ids[b.answer_mask.bool()])
 
 
 def test_loss_equals_hugging_face_cross_entropy_with_prompt_labels_ignored(batch, tiny_checkpoint):
@@ -104,7 +104,7 @@ def test_loss_equals_hugging_face_cross_entropy_with_prompt_labels_ignored(batch
     _, b = batch
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_checkpoint, attn_implementation="sdpa").eval()
-    inputs, ids, mask = b["inputs"], b["answer_ids"], b["answer_mask"]
+    inputs, ids, mask = b.inputs, b.answer_ids, b.answer_mask
     ours = masked_nll(answer_logprobs(model, inputs, ids, mask), mask)
     full_ids = torch.cat([inputs["input_ids"], ids], dim=1)
     full_mask = torch.cat([inputs["attention_mask"], mask], dim=1)

@@ -26,6 +26,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from museg_lit.data import annotations
 from museg_lit.data.annotations import GroundingSample, LoadReport
+from museg_lit.data.batch import PromptBatch
 from museg_lit.data.cache import load_video_cached
 from museg_lit.data.sampler import (
     ResumableBatchSampler,
@@ -183,7 +184,8 @@ class PromptCollator:
     ``max_total_tokens`` (``rollout.max_total_tokens``): a prompt of that many tokens or more leaves
     no room to generate (MUSEG's vLLM refused such prompts); it is skipped with a warning naming
     the sample and its length and, given the ``dataset``, replaced like an undecodable video
-    (:meth:`GroundingDataset.replace`, at most ``max_rounds`` rounds). The batch carries
+    (:meth:`GroundingDataset.replace`, at most ``max_rounds`` rounds). The batch
+    (:class:`~museg_lit.data.batch.PromptBatch`) carries
     ``skipped`` (``(source, reason)`` of every failed draw) and ``drawn`` (samples tried).
 
     ``answers`` (SFT, :class:`museg_lit.sft.config.SFTConfig`): the completion to teach for a sample;
@@ -204,7 +206,7 @@ class PromptCollator:
             video_messages(question, self.system_prompt), tokenize=False, add_generation_prompt=True
         )
 
-    def __call__(self, items: list[dict]) -> dict:
+    def __call__(self, items: list[dict]) -> PromptBatch:
         skipped = [failure for it in items for failure in it["skipped"]]
         drawn = sum(it["drawn"] for it in items)
         good = [it for it in items if it["clip"] is not None]
@@ -231,21 +233,20 @@ class PromptCollator:
                         kept.append(new)
             good = kept
             inputs = self._encode(good)
-        batch = {"samples": [it["sample"] for it in good], "skipped": skipped, "drawn": drawn,
-                 "decode_s": sum(it["decode_s"] for it in items), "inputs": inputs}
-        if self.answers is not None:
-            batch.update(self.encode_answers(batch["samples"]))
-        return batch
+        samples = [it["sample"] for it in good]
+        answer_ids, answer_mask = self.encode_answers(samples) if self.answers is not None else (None, None)
+        return PromptBatch(samples, inputs, drawn=drawn, skipped=skipped, decode_s=sum(it["decode_s"] for it in items),
+                           answer_ids=answer_ids, answer_mask=answer_mask)
 
-    def encode_answers(self, samples: list[GroundingSample]) -> dict:
+    def encode_answers(self, samples: list[GroundingSample]) -> tuple[torch.Tensor, torch.Tensor]:
         """``answer_ids`` / ``answer_mask`` ``[B, C]`` (right-padded) of the samples' taught answers, each
         closed by the end-of-turn token; ``[B, 0]`` for no sample."""
         if not samples:
-            return {"answer_ids": torch.zeros(0, 0, dtype=torch.long), "answer_mask": torch.zeros(0, 0, dtype=torch.long)}
+            return torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.long)
         tokenizer = self.processor.tokenizer
         texts = [self.answers(s) + END_OF_TURN for s in samples]
         enc = tokenizer(texts, padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
-        return {"answer_ids": enc["input_ids"], "answer_mask": enc["attention_mask"]}
+        return enc["input_ids"], enc["attention_mask"]
 
     def _too_long(self, good: list[dict], inputs: dict | None) -> dict[int, tuple[dict, str]]:
         """Positions in ``good`` whose prompt leaves no room under ``max_total_tokens`` -> (item, reason)."""
@@ -424,7 +425,7 @@ class GroundingDataModule(L.LightningDataModule):
         return PromptCollator(self.processor, self.template, self.system_prompt, self.max_total_tokens,
                               dataset=self.train_set, answers=self.answers)
 
-    def refill_batches(self, seed: int = 1) -> Iterator[dict]:
+    def refill_batches(self, seed: int = 1) -> Iterator[PromptBatch]:
         """Endless batches in a second random order, for DAPO's dynamic-sampling refills."""
         generator = torch.Generator().manual_seed(seed)
         collate = self._collator()

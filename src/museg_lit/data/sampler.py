@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["ResumableBatchSampler", "ResumableDataLoader", "ResumableSampler", "lightning_progress"]
+__all__ = ["ResumableBatchSampler", "ResumableDataLoader", "ResumableSampler", "group_repeat_position",
+           "lightning_progress"]
 
 
 class ResumableSampler(Sampler[int]):
@@ -80,6 +81,25 @@ def _group_repeat(batches: list[list[int]], group: int, repeats: int) -> list[li
     return out
 
 
+def group_repeat_position(position: int, num_batches: int, group: int, repeats: int) -> tuple[int, int, int]:
+    """``(group index, repeat, slot)`` of the batch at ``position`` of :func:`_group_repeat`'s output
+    over ``num_batches`` batches: the ``slot``-th batch of group ``group index``, seen for the
+    ``repeat``-th time (0 = first).
+
+    Example (``[b0, b1, b0, b1, b2, b2]``: 3 batches, group 2, repeats 2): positions 0..5 ->
+    (0, 0, 0) (0, 0, 1) (0, 1, 0) (0, 1, 1) (1, 0, 0) (1, 1, 0).
+
+    >>> [group_repeat_position(p, 3, 2, 2) for p in range(6)][3:]
+    [(0, 1, 1), (1, 0, 0), (1, 1, 0)]
+    """
+    if not 0 <= position < num_batches * repeats:
+        raise IndexError(f"position {position} outside the {num_batches * repeats} batches of the epoch")
+    index, within = divmod(position, group * repeats)
+    size = min(group, num_batches - index * group)  # the last group may be short
+    repeat, slot = divmod(within, size)
+    return index, repeat, slot
+
+
 class ResumableBatchSampler(Sampler[list[int]]):
     """Batches of ``sampler``'s indices (group-repeated) that resume after the last consumed batch.
 
@@ -102,7 +122,16 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         # the whole epoch, also when resuming: Lightning adds the batches it already counted
-        return -(-len(self.sampler) // self.batch_size) * self.repeats
+        return self.num_batches * self.repeats
+
+    @property
+    def num_batches(self) -> int:
+        """Distinct batches of an epoch (before repeating)."""
+        return -(-len(self.sampler) // self.batch_size)
+
+    def position(self, i: int) -> tuple[int, int, int]:
+        """``(group index, repeat, slot)`` of the epoch's ``i``-th batch (:func:`group_repeat_position`)."""
+        return group_repeat_position(i, self.num_batches, self.group, self.repeats)
 
     def __iter__(self) -> Iterator[list[int]]:
         skip = 0

@@ -13,12 +13,15 @@ decides where those completions live:
   (``tests/unit/test_distributed_advantages.py`` proves it on 2 processes). This is TRL's layout;
   it spreads the memory of long completions over more GPUs.
 
-Collective rules (no deadlock): every helper here is a collective — call it on every rank of the
+Collective rules (no deadlock): every helper here except :func:`sampling_rng` is a collective — call it on every rank of the
 group in the same order, whatever the local data.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -112,3 +115,20 @@ def mesh_groups(mesh: DeviceMesh, generation_split: int) -> tuple[DeviceMesh, Ra
     flat = init_device_mesh(mesh.device_type, (mesh.size(),), mesh_dim_names=("fsdp",))
     sub = mesh["tensor_parallel"]
     return flat, RankGroup(share, sub.get_local_rank(), sub.get_group())
+
+
+@contextmanager
+def sampling_rng(group: RankGroup, step: int, sample_ids: Sequence, device: torch.device) -> Iterator[None]:
+    """Ranks that share prompts (``generation_split > 1``) must sample *different* completions,
+    but Lightning seeds every rank alike. Inside, the RNG is seeded from (initial seed, step,
+    prompts, rank in group) and restored afterwards: different per rank, reproducible on resume,
+    and the training RNG stream is left untouched. A no-op with one rank per prompt (no collective)."""
+    if group.size == 1:
+        yield
+        return
+    key = f"{torch.initial_seed()}/{step}/{list(sample_ids)}/{group.rank}"
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+        torch.manual_seed(seed)
+        yield

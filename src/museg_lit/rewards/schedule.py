@@ -31,6 +31,10 @@ class RewardOutput:
     per_function: dict[str, Tensor]  # name -> [N] unweighted rewards of the active functions
     phase: RewardPhase
 
+    def select(self, rows: Tensor) -> RewardOutput:
+        """The rows ``rows`` (bool ``[N]`` or indices) of every reward."""
+        return RewardOutput(self.total[rows], {k: v[rows] for k, v in self.per_function.items()}, self.phase)
+
 
 class RewardSchedule:
     """A list of phases, sorted by ``start_step``; the phase with the largest start <= step is active.

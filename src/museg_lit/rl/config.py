@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from museg_lit.models.generation import Sampling
 from museg_lit.rl.kl import KL_ESTIMATORS
-from museg_lit.rl.losses import AGGREGATIONS
+from museg_lit.rl.losses import AGGREGATIONS, PolicyLoss
 from museg_lit.rl.token_mask import SCOPES
 from museg_lit.schema import check_fields, setting
 
@@ -50,6 +50,11 @@ class AlgoConfig:
     def needs_reference(self) -> bool:
         """A reference model is needed only when some token has a KL weight."""
         return self.beta > 0 or bool(self.beta_time)
+
+    def loss(self, max_completion_length: int | None = None) -> PolicyLoss:
+        """The configured loss (``max_completion_length``: the ``constant`` aggregation's denominator)."""
+        return PolicyLoss(kl_estimator=self.kl_estimator, epsilon_low=self.epsilon_low, epsilon_high=self.epsilon_high,
+                          aggregation=self.aggregation, max_completion_length=max_completion_length)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,15 @@ The per-token objective is PPO's clipped surrogate
 the clip never binds and this is exactly MUSEG's ``-(exp(lp - lp.detach())*A - beta*KL)``.
 ``beta`` may be a scalar or a per-token tensor ``[N, C]`` (LongVTG-R1's token-aware KL).
 
-Aggregations (how token losses become one number) are chosen by name:
+Aggregations (how token losses become one number) are registered by name
+(:func:`register_aggregation`, ``algo.aggregation``):
 
 * ``sequence_mean`` (GRPO / MUSEG / TRL 0.15): mean over sequences of each sequence's masked mean.
 * ``token_mean`` (DAPO): sum over all tokens of the batch / number of valid tokens.
 * ``constant`` (Dr. GRPO): sum over all tokens / (N * max_completion_length).
+
+The training step holds one configured :class:`PolicyLoss` (built by ``AlgoConfig.loss``) and
+calls it with the tensors only; :func:`policy_loss` is the same computation as a pure function.
 """
 
 from __future__ import annotations
@@ -37,6 +41,23 @@ class LossOutput:
     clip_fraction: Tensor  # scalar, detached: share of valid tokens whose ratio was clipped
 
 
+Aggregation = Callable[[Tensor, Tensor, "int | None"], Tensor]  # (x [N, C], mask [N, C], max_len) -> scalar
+AGGREGATIONS: dict[str, Aggregation] = {}
+
+
+def register_aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
+    """Register a token-loss aggregation under ``name`` (selectable as ``algo.aggregation=name``)."""
+
+    def add(fn: Aggregation) -> Aggregation:
+        if name in AGGREGATIONS:
+            raise ValueError(f"aggregation {name!r} is registered already")
+        AGGREGATIONS[name] = fn
+        return fn
+
+    return add
+
+
+@register_aggregation("sequence_mean")
 def sequence_mean(x: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """Mean over rows of each row's masked mean; rows with no valid token count as 0.
 
@@ -46,22 +67,17 @@ def sequence_mean(x: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor
     return per_row.mean()
 
 
+@register_aggregation("token_mean")
 def token_mean(x: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """Masked mean over all tokens of the batch. Example above: (1+3+5)/3 = 3.0."""
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+@register_aggregation("constant")
 def constant_norm(x: Tensor, mask: Tensor, max_len: int | None = None) -> Tensor:
     """Sum over tokens / (N * max_len). Example above with max_len=2: 9 / 4 = 2.25."""
     denom = x.shape[0] * (max_len if max_len is not None else x.shape[-1])
     return (x * mask).sum() / denom
-
-
-AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
-    "sequence_mean": sequence_mean,
-    "token_mean": token_mean,
-    "constant": constant_norm,
-}
 
 
 def policy_loss(
@@ -114,3 +130,31 @@ def policy_loss(
             kl=token_mean(kl.detach(), mask),
             clip_fraction=clip_fraction,
         )
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """The GRPO-family loss with its settings bound: ``loss(logp, advantages, mask, kl_weight=...)``.
+
+    ``kl_weight`` ``[N, C]`` is the per-token KL weight (``beta`` on every token, or LongVTG-R1's
+    token-aware weights); it is ignored without ``ref_logp``. ``max_completion_length`` is the
+    ``constant`` aggregation's denominator (``rollout.max_new_tokens``).
+    """
+
+    kl_estimator: str = "k3"
+    epsilon_low: float = 0.2
+    epsilon_high: float | None = None
+    aggregation: str = "sequence_mean"
+    max_completion_length: int | None = None
+
+    def __post_init__(self):
+        if self.aggregation not in AGGREGATIONS:
+            raise KeyError(f"algo.aggregation={self.aggregation!r} is unknown; choose one of {sorted(AGGREGATIONS)}")
+        get_kl_estimator(self.kl_estimator)  # unknown names fail here, not at the first step
+
+    def __call__(self, logp: Tensor, advantages: Tensor, mask: Tensor, *, kl_weight: Tensor | float = 0.0,
+                 old_logp: Tensor | None = None, ref_logp: Tensor | None = None) -> LossOutput:
+        return policy_loss(logp, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=kl_weight,
+                           kl_estimator=self.kl_estimator, epsilon_low=self.epsilon_low,
+                           epsilon_high=self.epsilon_high, aggregation=self.aggregation,
+                           max_completion_length=self.max_completion_length)

@@ -72,3 +72,15 @@ def timestamp_token_mask(completion_ids: Tensor, completion_mask: Tensor, tokeni
 def per_token_beta(timestamp_mask: Tensor, beta: float, beta_time: float) -> Tensor:
     """``beta_time`` where the mask is set, ``beta`` elsewhere: ``[N, C]`` float."""
     return torch.where(timestamp_mask, torch.tensor(beta_time), torch.tensor(beta)).float()  # [N, C]
+
+
+def kl_weights(completion_ids: Tensor, completion_mask: Tensor, tokenizer, *, beta: float,
+               beta_time: float | None = None, scope: str = "answer") -> Tensor:
+    """The per-token KL weight ``[N, C]`` (float, on the completions' device): ``beta`` on every token,
+    or with ``beta_time`` set LongVTG-R1's token-aware weights (``beta_time`` on the timestamp tokens
+    of ``scope``). One representation whatever the algorithm, so rows can be selected and batches
+    concatenated alike."""
+    if beta_time is None:
+        return torch.full(completion_ids.shape, float(beta), dtype=torch.float32, device=completion_ids.device)
+    timestamps = timestamp_token_mask(completion_ids, completion_mask, tokenizer, scope)  # [N, C]
+    return per_token_beta(timestamps, beta, beta_time).to(completion_ids.device)  # [N, C]

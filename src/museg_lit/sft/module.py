@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from museg_lit.data.batch import PromptBatch
 from museg_lit.models.factory import ModelSpec
 from museg_lit.policy_module import PolicyModule
 from museg_lit.rl.token_mask import timestamp_token_mask
@@ -39,12 +40,12 @@ class SFTModule(PolicyModule):
         super().__init__(model, optimizer, scheduler)
         self.algo = algo
 
-    def training_step(self, batch: dict, batch_idx: int):
+    def training_step(self, batch: PromptBatch, batch_idx: int):
         if not self.has_batch(batch):  # every draw failed (data.max_skip_fraction=1): no step on any rank
             return None
         start = time.perf_counter()
-        ids, mask = batch["answer_ids"], batch["answer_mask"]  # [B, C], [B, C] right-padded
-        logp = answer_logprobs(self.policy, batch["inputs"], ids, mask)  # [B, C]
+        ids, mask = batch.answer_ids, batch.answer_mask  # [B, C], [B, C] right-padded
+        logp = answer_logprobs(self.policy, batch.inputs, ids, mask)  # [B, C]
         loss = masked_nll(logp, mask)
         with torch.no_grad():
             digits = timestamp_token_mask(ids, mask, self.processor.tokenizer, "all_digits").to(mask.device)  # [B, C]
@@ -52,7 +53,7 @@ class SFTModule(PolicyModule):
                 "sft/loss": loss.detach(),
                 "sft/timestamp_loss": masked_nll(logp.detach(), digits),
                 "sft/answer_tokens": mask.sum(1).float().mean(),
-                "time/decode_s": batch["decode_s"],
+                "time/decode_s": batch.decode_s,
                 "time/step_s": time.perf_counter() - start,
             }
         self.log_dict(metrics, on_step=True, batch_size=ids.shape[0])
