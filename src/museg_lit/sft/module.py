@@ -22,6 +22,7 @@ import torch
 from museg_lit.data.batch import PromptBatch
 from museg_lit.models.factory import ModelSpec
 from museg_lit.policy_module import PolicyModule
+from museg_lit.rl.health import peak_memory_mb
 from museg_lit.rl.token_mask import timestamp_token_mask
 from museg_lit.sft.config import SFTConfig
 from museg_lit.sft.loss import answer_logprobs, masked_nll
@@ -44,6 +45,8 @@ class SFTModule(PolicyModule):
         if not self.has_batch(batch):  # every draw failed (data.max_skip_fraction=1): no step on any rank
             return None
         start = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # perf/peak_mem_mb is this step's peak
         ids, mask = batch.answer_ids, batch.answer_mask  # [B, C], [B, C] right-padded
         logp = answer_logprobs(self.policy, batch.inputs, ids, mask)  # [B, C]
         loss = masked_nll(logp, mask)
@@ -55,6 +58,7 @@ class SFTModule(PolicyModule):
                 "sft/answer_tokens": mask.sum(1).float().mean(),
                 "time/decode_s": batch.decode_s,
                 "time/step_s": time.perf_counter() - start,
+                "perf/peak_mem_mb": peak_memory_mb(self.device),
             }
         self.log_dict(metrics, on_step=True, batch_size=ids.shape[0])
         return loss
