@@ -6,7 +6,8 @@ stages that set :attr:`needs_reference`, the frozen reference) in ``configure_mo
 with FSDP2 under a model-parallel strategy (:mod:`museg_lit.distributed.sharding`), builds the
 optimizer and schedule, moves the processor tensors of a batch to the device, and counts drawn and
 skipped samples against the skip budget (:mod:`museg_lit.data.skips`), whose state travels in the
-checkpoint. A stage adds its ``training_step``.
+checkpoint, as does the run's resolved config (:mod:`museg_lit.checkpoint_config`). A stage adds its
+``training_step``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 from torch.distributed.device_mesh import DeviceMesh
 
+from museg_lit.checkpoint_config import CONFIG_KEY
 from museg_lit.data.skips import SkipCounter
 from museg_lit.distributed.ranks import RankGroup, all_ranks_agree, mesh_groups
 from museg_lit.distributed.sharding import ShardingConfig, cast_parameters, shard_model
@@ -45,6 +47,7 @@ class PolicyModule(L.LightningModule):
         self.missing_videos = 0  # samples the data module dropped at setup (video not there)
         self.sharded = False  # set by configure_model under a model-parallel strategy (FSDP2)
         self.rank_group = RankGroup()  # ranks sharing each prompt (generation_split); 1 rank by default
+        self.run_config: dict | None = None  # the resolved run config, stored in each checkpoint (set by the builder)
 
     @property
     def needs_reference(self) -> bool:
@@ -116,6 +119,8 @@ class PolicyModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["museg_skips"] = self.skips.state_dict()
+        if self.run_config is not None:  # the checkpoint describes itself (museg_lit.checkpoint_config)
+            checkpoint[CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "museg_skips" in checkpoint:
