@@ -6,8 +6,9 @@ stages that set :attr:`needs_reference`, the frozen reference) in ``configure_mo
 with FSDP2 under a model-parallel strategy (:mod:`museg_lit.distributed.sharding`), builds the
 optimizer and schedule, moves the processor tensors of a batch to the device, and counts drawn and
 skipped samples against the skip budget (:mod:`museg_lit.data.skips`), whose state travels in the
-checkpoint, as does the run's resolved config (:mod:`museg_lit.checkpoint_config`). A stage adds its
-``training_step``.
+checkpoint, as does the run's resolved config (:mod:`museg_lit.checkpoint_config`). At train start it
+logs the annotation counts of the data module's setup (``data/loaded``, ``data/dropped/<reason>``,
+...: :class:`museg_lit.data.annotations.LoadReport`). A stage adds its ``training_step``.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class PolicyModule(L.LightningModule):
         if dm is not None:
             self.skips.max_fraction = getattr(dm, "max_skip_fraction", self.skips.max_fraction)
             self.missing_videos = getattr(dm, "num_missing_videos", 0)
+            report = getattr(dm, "report", None)  # the annotation counts of setup (LoadReport), once per start
+            if report is not None:
+                for logger in self.trainer.loggers:  # rank 0 only (Lightning's loggers log there)
+                    logger.log_metrics(report.as_metrics(), step=self.trainer.global_step)
 
     def _count_skips(self, batch: dict) -> bool:
         """Count the batch's draws and skips, log them, and enforce the skip budget on every rank at

@@ -1,6 +1,7 @@
 """Checkpoints describe themselves: a real ``python -m museg_lit.train`` run stores its resolved config
 in every checkpoint; the checkpoint path alone then exports the policy (``python -m museg_lit.export``)
-and continues the run (``python -m museg_lit.train resume=CKPT``), from another working directory."""
+and continues the run (``python -m museg_lit.train resume=CKPT``), from another working directory.
+The same run logs the annotation counts of its data set to MLflow as ``data/*`` metrics."""
 
 from __future__ import annotations
 
@@ -80,6 +81,18 @@ def test_every_checkpoint_stores_the_resolved_config(trained, tiny_checkpoint):
         assert config["data"]["annotation_file"] == str(trained / "train.jsonl")
     raw = torch.load(run_dir / "checkpoints" / "step_00000001.ckpt", map_location="cpu", weights_only=True)
     assert raw[CONFIG_KEY] == config  # the same config in every checkpoint, loadable with weights_only=True
+
+
+def test_annotation_counts_reach_mlflow_as_data_metrics(trained):
+    client = MlflowClient(f"sqlite:///{trained}/logs/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    metrics = run.data.metrics
+    # 8 generated samples + the clipped one; the other extra line dropped; no filter
+    assert metrics["data/loaded"] == 9.0 and metrics["data/clipped"] == 1.0 and metrics["data/kept_invalid"] == 0.0
+    assert metrics["data/dropped"] == 1.0 and metrics["data/dropped/empty_after_clip"] == 1.0
+    assert metrics["data/filtered"] == 0.0
+    # logged once, at train start
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "data/loaded")] == [0]
 
 
 def test_export_from_the_checkpoint_alone(trained, tmp_path):
