@@ -3,7 +3,7 @@ PYTHON ?= python
 MLFLOW_DB ?= logs/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format train train-stage1 train-stage2 mlflow-ui data etbench-videos clean
+.PHONY: help install test test-fast test-all lint format train train-stage1 train-stage2 mlflow-ui data etbench-videos clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ install: ## install ffmpeg (Debian, if missing) and the package with the dev too
 
 test: ## run the default test suite (no network, no GPU, no slow tests)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
+
+test-fast: ## unit + config tiers only (tests/unit: no training steps, no slow tests), < 2 min on 2 cores
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/unit -m "not slow and not gpu and not integration" -q
 
 test-all: ## run every CPU test, slow ones included
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not gpu"

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from museg_lit.checkpoint_config import resolved_config, standalone_resume
 from museg_lit.checkpointing import check_resume, find_resume_checkpoint
 from museg_lit.data.datamodule import GroundingDataModule
 from museg_lit.errors import ConfigError
@@ -154,6 +155,10 @@ def build_training(cfg: DictConfig) -> TrainingRun:
     run_config = OmegaConf.to_container(cfg, resolve=False)
     if checkpoint is not None and hasattr(checkpoint, "run_config"):
         checkpoint.run_config = run_config  # recorded with each checkpoint
+    module.run_config = resolved_config(cfg)  # stored in each checkpoint (museg_lit.checkpoint_config)
     if ckpt_path is not None:
-        check_resume(ckpt_path, run_config, run_name=run_dir.name)
+        # resume=<ckpt> alone: the run's config came from the checkpoint; compare resolved with resolved
+        stored = standalone_resume(resume, cfg.get("run_name"))
+        check_resume(ckpt_path, run_config if stored is None else module.run_config, run_name=run_dir.name,
+                     recorded=stored)
     return TrainingRun(trainer, module, datamodule, str(ckpt_path) if ckpt_path is not None else None)

@@ -28,7 +28,9 @@ A run killed at any instant (SIGKILL mid-step, a lost node, preemption) and star
 * **Contents** — Lightning saves model, optimizers, LR schedulers, loop progress and the data
   position (:mod:`museg_lit.data.sampler`); this callback adds every rank's RNG states (restored
   at train start, after the data loader is rebuilt, so the sampling stream continues exactly) and
-  the MLflow run id under ``checkpoint["museg"]``. On request (``export_hf=true``) each kept
+  the MLflow run id under ``checkpoint["museg"]``; the module adds the run's resolved config
+  (``checkpoint["museg_config"]``, :mod:`museg_lit.checkpoint_config`), so that ``resume=<ckpt>``
+  alone continues that checkpoint's run and its export needs nothing else. On request (``export_hf=true``) each kept
   checkpoint also gets a Hugging Face export next to it (``step_00000100.hf``), removed with it.
 """
 
@@ -54,6 +56,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import OmegaConf
 
+from museg_lit.checkpoint_config import standalone_resume
 from museg_lit.checkpoint_record import (
     APPLIED_ON_RESUME,
     META_SUFFIX,
@@ -96,11 +99,23 @@ def run_dir_name(run_name: str | None, overrides: Sequence[str]) -> str:
     return "auto-" + hashlib.sha1("\n".join(kept).encode()).hexdigest()[:10]
 
 
+def run_dir(parent: str, run_name: str | None, overrides: Sequence[str], resume) -> str:
+    """The run directory: ``<parent>/<run_dir_name>``, or, for a resume from a checkpoint alone
+    (``resume=<ckpt>`` without ``run_name``, :mod:`museg_lit.checkpoint_config`), the directory of
+    the run that wrote the checkpoint, as its stored config names it."""
+    stored = standalone_resume(resume, run_name)
+    output_dir = (stored.get("paths") or {}).get("output_dir") if stored is not None else None
+    return str(output_dir) if output_dir else f"{parent}/{run_dir_name(run_name, list(overrides or []))}"
+
+
 def register_resolvers() -> None:
-    """``${museg.run_dir_name:<run_name>,<overrides>}`` for ``hydra.run.dir`` (conf/hydra/default.yaml)."""
+    """``${museg.run_dir:<parent>,<run_name>,<overrides>,<resume>}`` (:func:`run_dir`) and
+    ``${museg.run_dir_name:<run_name>,<overrides>}`` for ``hydra.run.dir`` (conf/train.yaml)."""
     if not OmegaConf.has_resolver("museg.run_dir_name"):
         OmegaConf.register_new_resolver(
             "museg.run_dir_name", lambda name, overrides: run_dir_name(name, list(overrides or [])))
+    if not OmegaConf.has_resolver("museg.run_dir"):
+        OmegaConf.register_new_resolver("museg.run_dir", run_dir)
 
 
 # ---------------------------------------------------------------- finding a checkpoint to resume
@@ -178,16 +193,20 @@ def _fit_length(config: Mapping) -> tuple[int, int]:
     return int(trainer.get("max_steps") or -1), int(trainer.get("max_epochs") or -1)
 
 
-def check_resume(ckpt: str | Path, config: Mapping, *, run_name: str) -> None:
+def check_resume(ckpt: str | Path, config: Mapping, *, run_name: str, recorded: Mapping | None = None) -> None:
     """Refuse a resume whose config changes keys a resumed run cannot take (naming them, old -> new),
     and raise :class:`RunFinished` when the checkpoint ended the fit and the fit is no longer now.
-    Checkpoints written before records existed are not checked."""
+    ``config`` is compared with the record's config, or with ``recorded`` when given (the resolved
+    config stored in the checkpoint, for a resume from the checkpoint alone; ``config`` is then
+    resolved too). Checkpoints written before records existed are not checked."""
     try:
         record = read_record(ckpt)
     except ValueError as exc:
         raise ResumeError(str(exc)) from None
     if record is None or not isinstance(record.get("config"), Mapping):
         return
+    if recorded is not None:
+        record = {**record, "config": recorded}
     refused = refused_changes(config_changes(record["config"], config))
     if refused:
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)

@@ -7,7 +7,8 @@ merged into its base weights (``merge_lora=True``) or saved as an adapter direct
 
 Three ways in: :class:`ExportCallback` (the final policy, ``<run dir>/export``), the checkpoint
 callback's ``export_hf=true`` (each kept checkpoint, :mod:`museg_lit.checkpointing`), and
-:func:`export_checkpoint` (any saved Lightning checkpoint, after the fact). Under a sharded strategy
+:func:`export_checkpoint` (any saved Lightning checkpoint, after the fact, from the checkpoint alone:
+``python -m museg_lit.export CKPT [OUT]``, :mod:`museg_lit.checkpoint_config`). Under a sharded strategy
 (FSDP2) every rank takes part in gathering the full weights and rank 0 writes them.
 """
 
@@ -23,6 +24,10 @@ import lightning as L
 import torch
 
 POLICY_PREFIX = "policy."  # GRPOModule keeps the policy as `self.policy`
+
+
+class ExportError(ValueError):
+    """A checkpoint that cannot be exported as asked (one line for the user, no traceback)."""
 
 
 def export_hf(policy: torch.nn.Module, processor, out_dir: str | Path, *, merge_lora: bool = True,
@@ -86,13 +91,20 @@ def export_module(pl_module, out_dir: str | Path, *, merge_lora: bool = True, is
         export_hf(pl_module.policy, pl_module.processor, out_dir, merge_lora=merge_lora, state_dict=state_dict)
 
 
-def export_checkpoint(ckpt_path: str | Path, spec, out_dir: str | Path, *, merge_lora: bool = True) -> Path:
+def export_checkpoint(ckpt_path: str | Path, spec=None, out_dir: str | Path | None = None, *,
+                      merge_lora: bool | None = None) -> Path:
     """Export the policy of a saved Lightning checkpoint (one file) as a Hugging Face directory.
 
-    ``spec``: the run's :class:`~museg_lit.models.factory.ModelSpec` (``instantiate(cfg.model)``);
-    its weights are replaced by the checkpoint's. Example: ``export_checkpoint(
-    "logs/train/runs/default/checkpoints/step_00000024.ckpt", instantiate(cfg.model), "out/step24")``.
+    The checkpoint alone is enough: ``spec`` (the run's :class:`~museg_lit.models.factory.ModelSpec`,
+    whose weights are replaced by the checkpoint's) defaults to ``model`` of the config stored in
+    it, ``out_dir`` to ``step_00000024.hf`` next to it (the name ``export_hf=true`` gives), and
+    ``merge_lora`` to the run's ``callbacks.export.merge_lora`` (else True). Example:
+    ``export_checkpoint("logs/train/runs/default/checkpoints/step_00000024.ckpt")``; a checkpoint
+    written before checkpoints stored their config needs ``spec=instantiate(cfg.model)``.
     """
+    from hydra.utils import instantiate
+
+    from museg_lit.checkpoint_config import CONFIG_KEY
     from museg_lit.models.factory import load_policy, load_processor
 
     ckpt_path = Path(ckpt_path)
@@ -100,11 +112,37 @@ def export_checkpoint(ckpt_path: str | Path, spec, out_dir: str | Path, *, merge
         raise NotImplementedError(f"{ckpt_path} is a sharded checkpoint directory: export it from the running "
                                   "job with the checkpoint callback's export_hf=true")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    config = checkpoint.get(CONFIG_KEY) or {}
+    if spec is None:
+        if not config.get("model"):
+            raise ExportError(f"{ckpt_path} stores no run config (written before checkpoints carried one): "
+                             "pass the run's model spec, export_checkpoint(path, instantiate(cfg.model))")
+        spec = instantiate(config["model"])
+    if merge_lora is None:
+        merge_lora = bool(((config.get("callbacks") or {}).get("export") or {}).get("merge_lora", True))
+    out_dir = Path(out_dir) if out_dir is not None else ckpt_path.with_suffix(".hf")
     policy = load_policy(spec)
     weights = {k.removeprefix(POLICY_PREFIX): v for k, v in checkpoint["state_dict"].items()
                if k.startswith(POLICY_PREFIX)}
     policy.load_state_dict(weights, strict=True)
     return export_hf(policy, load_processor(spec), out_dir, merge_lora=merge_lora)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m museg_lit.export CKPT [OUT] [--keep-adapter]``: the checkpoint's policy as a
+    Hugging Face directory (default ``OUT``: ``<ckpt without .ckpt>.hf``), from the checkpoint alone."""
+    import argparse
+
+    from museg_lit.errors import user_errors
+
+    parser = argparse.ArgumentParser(prog="python -m museg_lit.export", description=main.__doc__)
+    parser.add_argument("checkpoint", help="a Lightning checkpoint of a training run (step_*.ckpt)")
+    parser.add_argument("out", nargs="?", help="output directory (default: next to the checkpoint, .hf)")
+    parser.add_argument("--keep-adapter", action="store_true", help="LoRA: save the adapter, do not merge it")
+    args = parser.parse_args(argv)
+    with user_errors(FileNotFoundError, ExportError):
+        out = export_checkpoint(args.checkpoint, out_dir=args.out, merge_lora=False if args.keep_adapter else None)
+    print(out)
 
 
 class ExportCallback(L.Callback):
@@ -116,3 +154,7 @@ class ExportCallback(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         export_module(pl_module, self.dirpath, merge_lora=self.merge_lora, is_global_zero=trainer.is_global_zero)
         trainer.strategy.barrier("ExportCallback")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,9 @@ stages that set :attr:`needs_reference`, the frozen reference) in ``configure_mo
 with FSDP2 under a model-parallel strategy (:mod:`museg_lit.distributed.sharding`), builds the
 optimizer and schedule, moves the processor tensors of a batch to the device, and counts drawn and
 skipped samples against the skip budget (:mod:`museg_lit.data.skips`), whose state travels in the
-checkpoint. A stage adds its ``training_step``.
+checkpoint, as does the run's resolved config (:mod:`museg_lit.checkpoint_config`). At train start it
+logs the annotation counts of the data module's setup (``data/loaded``, ``data/dropped/<reason>``,
+...: :class:`museg_lit.data.annotations.LoadReport`). A stage adds its ``training_step``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import lightning as L
 import torch
 from torch.distributed.device_mesh import DeviceMesh
 
+from museg_lit.checkpoint_config import CONFIG_KEY
 from museg_lit.data.batch import PromptBatch
 from museg_lit.data.skips import SkipCounter
 from museg_lit.distributed.ranks import RankGroup, all_ranks_agree, mesh_groups
@@ -46,6 +49,7 @@ class PolicyModule(L.LightningModule):
         self.missing_videos = 0  # samples the data module dropped at setup (video not there)
         self.sharded = False  # set by configure_model under a model-parallel strategy (FSDP2)
         self.rank_group = RankGroup()  # ranks sharing each prompt (generation_split); 1 rank by default
+        self.run_config: dict | None = None  # the resolved run config, stored in each checkpoint (set by the builder)
 
     @property
     def needs_reference(self) -> bool:
@@ -114,6 +118,8 @@ class PolicyModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["museg_skips"] = self.skips.state_dict()
+        if self.run_config is not None:  # the checkpoint describes itself (museg_lit.checkpoint_config)
+            checkpoint[CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "museg_skips" in checkpoint:
@@ -124,6 +130,10 @@ class PolicyModule(L.LightningModule):
         if dm is not None:
             self.skips.max_fraction = getattr(dm, "max_skip_fraction", self.skips.max_fraction)
             self.missing_videos = getattr(dm, "num_missing_videos", 0)
+            report = getattr(dm, "report", None)  # the annotation counts of setup (LoadReport), once per start
+            if report is not None:
+                for logger in self.trainer.loggers:  # rank 0 only (Lightning's loggers log there)
+                    logger.log_metrics(report.as_metrics(), step=self.trainer.global_step)
 
     def _count_skips(self, batch: PromptBatch) -> bool:
         """Count the batch's draws and skips, log them, and enforce the skip budget on every rank at

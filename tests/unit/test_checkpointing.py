@@ -67,6 +67,52 @@ def test_run_dir_resolver_in_the_train_config(tmp_path):
     assert cfg.resume == "auto" and cfg.run_name is None
 
 
+def test_resume_from_a_checkpoint_alone_takes_its_stored_config_and_directory(tmp_path):
+    """``resume=<ckpt>`` without run_name: the run directory and config are the checkpoint's; the
+    command line's overrides replace single keys (a group choice the whole group; ``~`` deletes).
+    With a run_name, or a checkpoint that stores no config, the command line decides as before."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from museg_lit.checkpoint_config import resumed_config, standalone_resume
+    from museg_lit.checkpointing import register_resolvers
+    from museg_lit.config import CONF_DIR
+
+    register_resolvers()
+    stored = {"paths": {"output_dir": "/runs/a"}, "seed": 7, "resume": "auto", "run_name": None,
+              "trainer": {"max_steps": 4, "precision": "32"}, "callbacks": {"export": {"dirpath": "/runs/a/export"}}}
+    ckpt = tmp_path / "step_00000002.ckpt"
+    torch.save({"state_dict": {}, "museg_config": stored}, ckpt)
+    old = _ckpt(tmp_path / "old.ckpt", 1)  # written before checkpoints carried their config
+    assert standalone_resume(str(ckpt), None) == stored
+    assert standalone_resume(str(ckpt), "fork") is None and standalone_resume("auto", None) is None
+    assert standalone_resume(str(old), None) is None and standalone_resume(str(tmp_path / "nope"), None) is None
+
+    def composed(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"paths.root_dir={tmp_path}", *overrides],
+                          return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # as under @hydra.main: ${hydra:...} resolves
+        return cfg
+
+    overrides = [f"resume={ckpt}", "trainer.max_steps=9", "trainer=gpu", "~callbacks.export"]
+    cfg = composed(*overrides)
+    assert OmegaConf.select(cfg, "hydra.run.dir") == "/runs/a"
+    merged = resumed_config(cfg, [f"paths.root_dir={tmp_path}", *overrides])
+    assert merged.seed == 7 and merged.paths.output_dir == "/runs/a" and merged.resume == str(ckpt)
+    assert merged.trainer.max_steps == 9 and merged.trainer.precision == "bf16-mixed"  # conf/trainer/gpu.yaml
+    assert merged.paths.root_dir == str(tmp_path) and "export" not in merged.callbacks
+    # a new run_name forks: the command line's config and directory
+    fork = composed(f"resume={ckpt}", "run_name=fork")
+    assert OmegaConf.select(fork, "hydra.run.dir") == f"{tmp_path}/logs/train/runs/fork"
+    assert resumed_config(fork, [f"resume={ckpt}", "run_name=fork"]) is fork
+    plain = composed(f"resume={old}")
+    name = run_dir_name(None, [f"paths.root_dir={tmp_path}"])  # resume= does not count
+    assert OmegaConf.select(plain, "hydra.run.dir") == f"{tmp_path}/logs/train/runs/{name}"
+    assert resumed_config(plain, [f"resume={old}"]) is plain
+
+
 # ---------------------------------------------------------------- atomic publish / delete
 def test_publish_replaces_files_and_directories(tmp_path):
     final = tmp_path / "step_1.ckpt"

@@ -66,6 +66,30 @@ def test_museg_recipe_values(experiment, template, rewards, tmp_path):
     assert Path(cfg.data.annotation_file).name == f"stage_{experiment[-1]}.jsonl"
 
 
+@pytest.mark.parametrize("extra", [[], ["model=tiny", "data=synthetic"]])
+def test_stage2_is_stage1_but_data_template_and_format_reward(extra, tmp_path):
+    """conf/experiment/stage2.yaml composes stage1.yaml: every key is stage 1's except stage 2's data
+    file, its template (no timestamps cited in the thinking) and its format reward, also on CPU
+    (``model=tiny data=synthetic``: the template must still change, the data file stays)."""
+    from omegaconf import OmegaConf
+
+    from museg_lit.checkpoint_record import config_changes
+
+    stage1, stage2 = (OmegaConf.to_container(compose([f"+experiment={name}", f"paths.root_dir={tmp_path}", *extra]),
+                                             resolve=True) for name in ("stage1", "stage2"))
+    changes = {key: (old, new) for key, old, new in config_changes(stage1, stage2)}
+    expected = {
+        "task_name": ("museg_stage1", "museg_stage2"),
+        "logger.mlflow.experiment_name": ("museg_stage1", "museg_stage2"),  # ${task_name}
+        "data.template": ("frame_selection_thinking", "frame_selection_thinking_n_timestamp"),
+        "reward.phases.main.weights.format": (1.0, None),
+        "reward.phases.main.weights.format_no_timestamp": (None, 1.0),
+    }
+    if not extra:
+        expected["data.annotation_file"] = (f"{tmp_path}/data/museg/stage_1.jsonl", f"{tmp_path}/data/museg/stage_2.jsonl")
+    assert changes == expected
+
+
 def test_typo_in_override_is_an_error():
     with pytest.raises(ConfigCompositionException, match="model.typo"):
         compose(["model.typo=1"])

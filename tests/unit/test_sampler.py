@@ -4,9 +4,7 @@ consumed batch, never repeating or skipping one (museg_lit.data.sampler)."""
 from __future__ import annotations
 
 import pytest
-from torch.utils.data import SequentialSampler
 
-from museg_lit.data.datamodule import RepeatedGroupBatchSampler
 from museg_lit.data.sampler import ResumableBatchSampler, ResumableDataLoader, ResumableSampler
 
 
@@ -35,9 +33,15 @@ def test_shuffled_order_depends_only_on_seed_and_epoch():
     assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == list(range(16))
 
 
-@pytest.mark.parametrize(("n", "batch_size", "group", "repeats"), [(4, 1, 2, 2), (5, 2, 2, 2), (3, 2, 1, 1), (7, 2, 3, 2)])
-def test_group_repeats_match_repeated_group_batch_sampler(n, batch_size, group, repeats):
-    expected = list(RepeatedGroupBatchSampler(SequentialSampler(range(n)), batch_size, group, repeats))
+@pytest.mark.parametrize(("n", "batch_size", "group", "repeats", "expected"), [
+    (4, 1, 2, 2, [[0], [1], [0], [1], [2], [3], [2], [3]]),
+    # the trailing partial group is replayed too: [0,1],[2,3] is a group, then [4] alone
+    (5, 2, 2, 2, [[0, 1], [2, 3], [0, 1], [2, 3], [4], [4]]),
+    (3, 2, 1, 1, [[0, 1], [2]]),  # no reuse: plain batches, the last one short
+    (7, 2, 3, 2, [[0, 1], [2, 3], [4, 5], [0, 1], [2, 3], [4, 5], [6], [6]]),
+])
+def test_group_repeats(n, batch_size, group, repeats, expected):
+    """Every `group` consecutive batches are yielded `repeats` times in a row (PPO-style reuse)."""
     sampler = _batches(n, batch_size, group, repeats)
     assert list(sampler) == expected
     assert len(sampler) == len(expected)

@@ -2,9 +2,7 @@
 
 import pytest
 import torch
-from torch.utils.data import SequentialSampler
 
-from museg_lit.data.datamodule import RepeatedGroupBatchSampler
 from museg_lit.rl.sampling import informative_groups, mask_truncated, rows_of_groups
 from museg_lit.rl.token_mask import (
     per_token_beta,
@@ -70,13 +68,3 @@ def test_dapo_filters():
     assert rows_of_groups(keep, 2).tolist() == [False, False, True, True, False, False]
     cm = torch.ones(2, 3, dtype=torch.long)
     assert mask_truncated(cm, torch.tensor([True, False])).tolist() == [[0, 0, 0], [1, 1, 1]]
-
-
-def test_repeated_group_batch_sampler():
-    s = RepeatedGroupBatchSampler(SequentialSampler(range(4)), batch_size=1, group=2, repeats=2)
-    assert list(s) == [[0], [1], [0], [1], [2], [3], [2], [3]]
-    assert len(s) == 8
-    # trailing partial group is replayed too; batch_size 2 over 5 items -> [0,1],[2,3] group, then [4]
-    s = RepeatedGroupBatchSampler(SequentialSampler(range(5)), batch_size=2, group=2, repeats=2)
-    assert list(s) == [[0, 1], [2, 3], [0, 1], [2, 3], [4], [4]]
-    assert list(RepeatedGroupBatchSampler(SequentialSampler(range(3)), 2)) == [[0, 1], [2]]

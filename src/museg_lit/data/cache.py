@@ -39,7 +39,7 @@ import os
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -78,9 +78,6 @@ class CacheStats:
     misses: int = 0
     corrupt: int = 0  # entries found but rejected (counted in `misses` too)
     write_errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def cache_key(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from museg_lit.data import annotations
 from museg_lit.data.annotations import GroundingSample, LoadReport
@@ -68,26 +68,6 @@ class FrameSpec:
         if self.min_frames > self.max_frames or self.min_pixels > self.max_pixels:
             raise ConfigError(f"data.frames: min_frames={self.min_frames} / min_pixels={self.min_pixels} must not "
                               f"exceed max_frames={self.max_frames} / max_pixels={self.max_pixels}")
-
-
-def load_annotations(
-    path: str | Path,
-    *,
-    segment_policy: str,
-    report: LoadReport,
-    annotation_format: str = "auto",
-    tasks: list[str] | None = None,
-    subset_file: str | None = None,
-) -> list[GroundingSample]:
-    """Load an annotation file with :func:`museg_lit.data.annotations.load_annotations`.
-
-    ``annotation_format="auto"``: ``.jsonl`` = MUSEG training file; ``.json`` = E.T. Bench if its
-    records have ``task``/``source``/``q``, else MUSEG evaluation file.
-    """
-    return annotations.load_annotations(
-        path, annotation_format=annotation_format, segment_policy=segment_policy, report=report,
-        tasks=tasks, subset_file=subset_file,
-    )  # fmt: skip
 
 
 class GroundingDataset(Dataset):
@@ -268,42 +248,6 @@ class PromptCollator:
         ))
 
 
-class RepeatedGroupBatchSampler(BatchSampler):
-    """Batches of ``batch_size`` indices; every ``group`` consecutive batches are yielded ``repeats``
-    times in a row. With ``group`` = gradient-accumulation steps and ``repeats`` = ``num_iterations``,
-    each optimizer step sees the same rollouts again (PPO-style reuse), never a mix of old and new.
-
-    Example: indices 0..3, batch 1, group 2, repeats 2 -> [0], [1], [0], [1], [2], [3], [2], [3].
-
-    It subclasses ``BatchSampler`` (and names its first argument ``sampler``) so that under a
-    multi-process strategy Lightning can rebuild it around a ``DistributedSampler``: each
-    data-parallel rank then batches its own share of the indices.
-    """
-
-    def __init__(self, sampler: Sampler[int], batch_size: int, group: int = 1, repeats: int = 1):
-        super().__init__(sampler, batch_size, drop_last=False)
-        self.group, self.repeats = group, repeats
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches, pending = [], []
-        for index in self.sampler:
-            pending.append(index)
-            if len(pending) == self.batch_size:
-                batches.append(pending)
-                pending = []
-            if len(batches) == self.group:
-                for _ in range(self.repeats):
-                    yield from batches
-                batches = []
-        if pending:
-            batches.append(pending)
-        for _ in range(self.repeats if batches else 0):
-            yield from batches
-
-    def __len__(self) -> int:
-        return -(-len(self.sampler) // self.batch_size) * self.repeats
-
-
 class GroundingDataModule(L.LightningDataModule):
     """Training (and optional validation) batches of grounding prompts.
 
@@ -371,7 +315,7 @@ class GroundingDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        samples = load_annotations(
+        samples = annotations.load_annotations(
             self.annotation_file, segment_policy=self.segment_policy, report=self.report,
             annotation_format=self.annotation_format, tasks=self.tasks, subset_file=self.subset_file,
         )  # fmt: skip

@@ -10,7 +10,7 @@ the order is a pure function of ``(seed, epoch)`` and the checkpoint records how
   the same count; replica ``r`` takes every ``R``-th index from ``r``). Lightning calls its
   ``set_epoch`` at every epoch start.
 * :class:`ResumableBatchSampler` — batches of ``batch_size``; every ``group`` consecutive batches are
-  yielded ``repeats`` times in a row (PPO-style rollout reuse, as ``RepeatedGroupBatchSampler``).
+  yielded ``repeats`` times in a row (PPO-style rollout reuse: each optimizer step sees its rollouts again).
   Its state is ``{epoch, seed, batches}``: ``batches`` counts the batches of this epoch's sequence
   (repeats included) that training consumed, so a resume may land between two repeats of a group.
 * :class:`ResumableDataLoader` — a ``DataLoader`` with ``state_dict`` / ``load_state_dict``;

@@ -23,7 +23,6 @@ class AlgoConfig:
     Types and ranges are checked when built (:mod:`museg_lit.schema`), the key named.
     """
 
-    name: str = "grpo"
     beta: float = setting(0.04, ge=0.0)
     kl_estimator: str = setting("k3", choices=tuple(sorted(KL_ESTIMATORS)))
     scale_rewards: bool = True
