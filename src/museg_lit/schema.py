@@ -236,7 +236,7 @@ def _group(cfg: Mapping, *path: str) -> Mapping | None:
 
 def check_config(cfg: Mapping) -> None:
     """Check a composed training config's groups (plain dicts or ``DictConfig``)."""
-    from museg_lit.data.datamodule import FrameSpec  # noqa: PLC0415 (data imports torch-heavy modules)
+    from museg_lit.data.frames import FrameSpec  # noqa: PLC0415
     from museg_lit.models.factory import ModelSpec  # noqa: PLC0415
     from museg_lit.rl.config import AlgoConfig, RolloutConfig  # noqa: PLC0415
     from museg_lit.sft.config import SFTConfig  # noqa: PLC0415
@@ -302,7 +302,7 @@ def _check_qa_task(cfg: Mapping) -> None:
 
 def check_eval_config(cfg: Mapping) -> None:
     """Check a composed evaluation config (``python -m museg_lit.eval``)."""
-    from museg_lit.data.datamodule import FrameSpec  # noqa: PLC0415
+    from museg_lit.data.frames import FrameSpec  # noqa: PLC0415
     from museg_lit.models.factory import ModelSpec  # noqa: PLC0415
 
     check_group(cfg, EvalSchema, "")
