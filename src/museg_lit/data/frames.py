@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from museg_lit.errors import ConfigError
-from museg_lit.schema import check_fields, setting
+from museg_lit.settings import check_fields, setting
 
 __all__ = ["FrameSpec"]
 
