@@ -91,13 +91,16 @@ def histories(root: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     return out
 
 
-def plot(curves: dict, sft_steps: int, path: Path) -> None:
-    import matplotlib
+def learning_figure(curves: dict, sft_steps: int):
+    """The picture of :func:`histories`' ``curves``: held-out mIoU over SFT then GRPO steps (left;
+    GRPO's steps shifted by ``sft_steps``, a dashed line where GRPO starts), GRPO's training reward
+    per step and its running mean of 10 (right). A matplotlib ``Figure`` (Agg canvas, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4), layout="tight")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
     sft, grpo = curves["sft"]["val/m_iou"], curves["grpo"]["val/m_iou"]
     left.plot([s for s, _ in sft], [v for _, v in sft], "o-", label="SFT")
     left.plot([sft_steps + s for s, _ in grpo], [v for _, v in grpo], "o-", label="GRPO (from the SFT export)")
@@ -112,8 +115,11 @@ def plot(curves: dict, sft_steps: int, path: Path) -> None:
     right.plot([s for s, _ in reward], smooth, lw=2, label=f"mean of {window}")
     right.set(xlabel="GRPO step", ylabel="reward (format + segment_matching, max 3)", title="GRPO training reward")
     right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot(curves: dict, sft_steps: int, path: Path) -> None:
+    learning_figure(curves, sft_steps).savefig(path, dpi=110)
 
 
 def goals(rows: dict, curves: dict) -> list[tuple[str, bool, str]]:

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from museg_lit.config import compose
-from museg_lit.data.datamodule import FrameSpec
+from museg_lit.data.frames import FrameSpec
 from museg_lit.data.synthetic import SyntheticSpec
 from museg_lit.evaluation import callback as callback_mod
 from museg_lit.evaluation.callback import GroundingEvalCallback

@@ -103,6 +103,23 @@ def test_loader_subset_tasks_and_unknown_tasks(tmp_path):
     assert [it.id for it in load_etbench_items(path, subset, tasks=["tvg", "tal"])] == ["tvg/charades_sta/1"]
 
 
+def test_evaluation_and_grounding_samples_come_from_one_reader(tmp_path):
+    from museg_lit.data.annotations import ET_BENCH_TASKS, AnnotationError, load_et_bench_json
+    from museg_lit.evaluation.etbench_metrics import ALL_TASKS
+
+    assert ET_BENCH_TASKS == ALL_TASKS  # the reader knows the scorer's 12 tasks, in its order
+    path = _write(tmp_path, [_rec(0, "tvg", "charades_sta"), _rec(1, "tal", "thumos14"), _rec(2, "rar", "star")])
+    items = load_etbench_items(path, tasks=["tvg", "tal"])
+    samples = load_et_bench_json(path, tasks=["tvg", "tal"])
+    assert [it.id for it in items] == [s.idx for s in samples] == ["tvg/charades_sta/0", "tal/thumos14/1"]
+    assert [it.question for it in items] == [s.problem for s in samples]
+    assert items[0].groundtruth == [1, 2] and samples[0].solution == [[1.0, 2.0]]  # raw for the scorer, segments for grounding
+    bad = _write(tmp_path, [{**_rec(0, "tvg", "charades_sta"), "task": "xyz"}])
+    for load in (load_etbench_items, load_et_bench_json):  # the same message from both sides
+        with pytest.raises(AnnotationError, match=r"\[0\]: unknown E.T. Bench task 'xyz'"):
+            load(bad)
+
+
 def test_benchmark_scores_grounding_f1_over_the_five_tasks(tmp_path):
     recs = [_rec(i, t, s) for i, (t, s) in enumerate(
         [("tvg", "a"), ("epm", "b"), ("tal", "c"), ("evs", "d"), ("vhd", "e"), ("tem", "f")])]

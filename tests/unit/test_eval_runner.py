@@ -10,18 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from museg_lit.data.datamodule import FrameSpec
+from museg_lit.data.frames import FrameSpec
 from museg_lit.data.video import VideoClip, VideoDecodeError
+from museg_lit.evaluation import decode as decode_mod
 from museg_lit.evaluation import runner as runner_mod
-from museg_lit.evaluation.runner import (
-    EvalItem,
-    EvalRunner,
-    MissingVideosError,
-    PredictionStore,
-    answer_text,
-    group_by_video,
-    iter_batches,
-)
+from museg_lit.evaluation.decode import group_by_video, iter_batches
+from museg_lit.evaluation.runner import EvalRunner
+from museg_lit.evaluation.sources import MissingVideosError
+from museg_lit.evaluation.store import PredictionStore
+from museg_lit.evaluation.types import EvalItem
+from museg_lit.rewards.parsing import extract_answer
 
 # 5 queries on 3 videos (a, b, c); a and b are shared, as in Charades-STA.
 ANNOTATIONS = [
@@ -56,8 +54,8 @@ def test_iter_batches_spans_videos_and_shares_payloads():
     ("</answer>1-2<answer>", ""),
     ("no tags", ""),
 ])
-def test_answer_text(output, expected):
-    assert answer_text(output) == expected
+def test_answer_text(output, expected):  # the evaluation's reading of MUSEG's extraction
+    assert extract_answer(output, default="", strip=True) == expected
 
 
 # ---------------------------------------------------------------------------- runner with stubs
@@ -89,7 +87,7 @@ def workspace(tmp_path, monkeypatch):
         return [f"<think>t</think><answer>{answers[q[:2]]}</answer>" if q[:2] in answers else "I don't know"
                 for q in questions]
 
-    monkeypatch.setattr(runner_mod, "load_video", fake_load_video)
+    monkeypatch.setattr(decode_mod, "load_video", fake_load_video)
     monkeypatch.setattr(runner_mod, "generate_answers", fake_generate)
     return tmp_path, ann, state
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from museg_lit.data.datamodule import FrameSpec
+from museg_lit.data.frames import FrameSpec
 from museg_lit.data.synthetic_qa import SyntheticQASpec, generate_synthetic_qa
 from museg_lit.errors import ConfigError
 from museg_lit.evaluation.qa import runner as runner_mod

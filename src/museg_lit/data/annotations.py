@@ -45,6 +45,8 @@ TASKS = ("tvg", "tal")
 SEGMENT_POLICIES = ("keep", "clip", "drop", "error")
 ANNOTATION_FORMATS = ("auto", "museg_train", "museg_eval", "perception_test", "et_bench")
 
+# E.T. Bench's 12 tasks, by its groups (referring, grounding, captioning, complex understanding).
+ET_BENCH_TASKS = ("rar", "eca", "rvq", "tvg", "epm", "tal", "evs", "vhd", "dvc", "slc", "tem", "gvq")
 # E.T. Bench task -> our task type, for the tasks whose `tgt` holds segments. Single-target tasks
 # become "tvg"; tasks with a list of target segments become "tal" (for `tem` any one of them is a
 # correct answer and for `vhd` the answer is a point inside one: E.T. Bench scores them its own way,
@@ -55,7 +57,9 @@ ET_BENCH_SEGMENT_TASKS: dict[str, str] = {
 }  # fmt: skip
 # Option tasks: the answer is a choice, `tgt` is absent, nothing to ground.
 ET_BENCH_OPTION_TASKS = ("rar", "eca", "rvq")
-# Default selection: E.T. Bench's grounding tasks plus `tem` (what museg_lit.evaluation.etbench scores).
+# Default selection of E.T. Bench *grounding samples* (load_et_bench_json: training, grounding
+# metrics): its grounding tasks plus `tem`. The E.T. Bench evaluation
+# (museg_lit.evaluation.etbench) reads the same file with read_et_bench_json and scores all 12 tasks.
 ET_BENCH_DEFAULT_TASKS = ("tvg", "epm", "tal", "evs", "vhd", "tem")
 
 
@@ -366,6 +370,8 @@ def _read_subset(subset: str | Path | Mapping | None) -> Mapping | None:
     if subset is None or isinstance(subset, Mapping):
         return subset
     path = Path(subset)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: E.T. Bench subset file not found")
     try:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
@@ -373,6 +379,78 @@ def _read_subset(subset: str | Path | Mapping | None) -> Mapping | None:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise AnnotationError(f"{path}: expected an E.T. Bench subset {{task: {{source: [idx, ...]}}}}")
     return data
+
+
+@dataclass(frozen=True)
+class ETBenchRecord:
+    """One record of E.T. Bench's annotation JSON, its required keys checked; ``raw`` is the whole
+    object (``duration``, ``tgt``, ``src``, ``p``, ``o``, ``g``, ... as the file has them)."""
+
+    where: str  # file[index], for error messages
+    task: str
+    source: str
+    idx: object  # as in the file (an int in the release); the subset lists it as is
+    video: str
+    q: str
+    raw: dict
+
+
+@dataclass(frozen=True)
+class ETBenchFile:
+    """What :func:`read_et_bench_json` kept: ``records`` in file order; ``groups`` every
+    ``(task, source)`` of the selected tasks (also those the subset leaves empty, which E.T. Bench's
+    ``--subset`` scoring still lists); ``subset`` as read (None without one)."""
+
+    records: list[ETBenchRecord]
+    groups: list[tuple[str, str]]
+    subset: Mapping | None
+
+
+def read_et_bench_json(
+    path: str | Path,
+    *,
+    tasks: Iterable[str] | None = None,
+    subset: str | Path | Mapping | None = None,
+    report: LoadReport | None = None,
+) -> ETBenchFile:
+    """Parse E.T. Bench's annotation JSON once: the one reader behind :func:`load_et_bench_json`
+    (grounding samples) and the E.T. Bench evaluation (:mod:`museg_lit.evaluation.etbench`).
+
+    Every record must be an object with ``task`` (one of :data:`ET_BENCH_TASKS`), ``source`` and
+    ``idx``; records outside ``tasks`` (None: all) or outside ``subset`` (MUSEG's / E.T. Bench's
+    ``subset.json``, a path or ``{task: {source: [idx, ...]}}``) are counted in ``report.filtered``
+    (``task_not_selected``, ``not_in_subset``); kept ones need ``video`` and ``q`` strings.
+    """
+    path = Path(path)
+    report = report if report is not None else LoadReport()
+    selected = set(ET_BENCH_TASKS) if tasks is None else set(tasks)
+    subset_ids = _read_subset(subset)
+    records: list[ETBenchRecord] = []
+    groups: dict[tuple[str, str], None] = {}
+    for i, obj in enumerate(_read_json_list(path, "E.T. Bench samples")):
+        where = f"{path}[{i}]"
+        if not isinstance(obj, dict):
+            raise AnnotationError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        task = _require(obj, "task", where)
+        source = _require(obj, "source", where)
+        idx = _require(obj, "idx", where)
+        if task not in ET_BENCH_TASKS:
+            raise AnnotationError(f"{where}: unknown E.T. Bench task {task!r}; known: {list(ET_BENCH_TASKS)}")
+        if task not in selected:
+            report.filtered["task_not_selected"] += 1
+            continue
+        groups[(task, source)] = None
+        if subset_ids is not None and idx not in subset_ids.get(task, {}).get(source, ()):
+            report.filtered["not_in_subset"] += 1
+            continue
+        q = _require(obj, "q", where)
+        video = _require(obj, "video", where)
+        if not isinstance(q, str):
+            raise AnnotationError(f"{where}: key 'q' must be a string, got {type(q).__name__}")
+        if not isinstance(video, str):
+            raise AnnotationError(f"{where}: key 'video' must be a string, got {type(video).__name__}")
+        records.append(ETBenchRecord(where, task, source, idx, video, q, obj))
+    return ETBenchFile(records, list(groups), subset_ids)
 
 
 def load_et_bench_json(
@@ -383,7 +461,8 @@ def load_et_bench_json(
     segment_policy: str = "clip",
     report: LoadReport | None = None,
 ) -> list[GroundingSample]:
-    """Read E.T. Bench's annotation JSON (``etbench_txt_v1.0.json``) into samples.
+    """Read E.T. Bench's annotation JSON (``etbench_txt_v1.0.json``) into grounding samples
+    (:func:`read_et_bench_json`, then each record's ``tgt`` as segments).
 
     Args:
         tasks: E.T. Bench tasks to keep (default: ``tvg, epm, tal, evs, vhd, tem``); None keeps every
@@ -408,36 +487,17 @@ def load_et_bench_json(
             + (f" ({', '.join(options)}: option tasks, no target segments)" if options else "")
             + f"; choose from {sorted(ET_BENCH_SEGMENT_TASKS)}"
         )
-    path = Path(path)
     report = report if report is not None else LoadReport()
-    subset_ids = _read_subset(subset)
     samples: list[GroundingSample] = []
-    for i, obj in enumerate(_read_json_list(path, "E.T. Bench samples")):
-        where = f"{path}[{i}]"
-        if not isinstance(obj, dict):
-            raise AnnotationError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        subtask = _require(obj, "task", where)
-        dataset = _require(obj, "source", where)
-        raw_idx = _require(obj, "idx", where)
-        if subtask not in selected:
-            report.filtered["task_not_selected"] += 1
-            continue
-        if subset_ids is not None and raw_idx not in subset_ids.get(subtask, {}).get(dataset, ()):
-            report.filtered["not_in_subset"] += 1
-            continue
-        q = _require(obj, "q", where)
-        video = _require(obj, "video", where)
-        if not isinstance(q, str):
-            raise AnnotationError(f"{where}: key 'q' must be a string, got {type(q).__name__}")
-        if not isinstance(video, str):
-            raise AnnotationError(f"{where}: key 'video' must be a string, got {type(video).__name__}")
-        if "<vid>" in q:
+    for rec in read_et_bench_json(path, tasks=selected, subset=subset, report=report).records:
+        where, obj = rec.where, rec.raw
+        if "<vid>" in rec.q:
             raise AnnotationError(
                 f"{where}: key 'q' holds <vid> tokens: this is E.T. Bench's vid-style file; "
                 "use etbench_txt_v1.0.json (timestamps as text)"
             )
         duration = _duration(obj, where)
-        tgt = _et_bench_segments(_require(obj, "tgt", where), where=where, subtask=subtask)
+        tgt = _et_bench_segments(_require(obj, "tgt", where), where=where, subtask=rec.task)
         segments, reason = _check_segments(
             tgt, where=where, key="tgt", duration=duration, policy=segment_policy, report=report
         )
@@ -447,9 +507,9 @@ def load_et_bench_json(
             continue
         report.loaded += 1
         samples.append(GroundingSample(
-            idx=f"{subtask}/{dataset}/{raw_idx}", problem=q, solution=segments, video=video,
-            task=ET_BENCH_SEGMENT_TASKS[subtask], duration=duration, source=where,
-            subtask=subtask, dataset=str(dataset),
+            idx=f"{rec.task}/{rec.source}/{rec.idx}", problem=rec.q, solution=segments, video=rec.video,
+            task=ET_BENCH_SEGMENT_TASKS[rec.task], duration=duration, source=where,
+            subtask=rec.task, dataset=str(rec.source),
         ))  # fmt: skip
     return samples
 

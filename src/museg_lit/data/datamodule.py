@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -28,6 +27,7 @@ from museg_lit.data import annotations
 from museg_lit.data.annotations import GroundingSample, LoadReport
 from museg_lit.data.batch import PromptBatch
 from museg_lit.data.cache import load_video_cached
+from museg_lit.data.frames import FrameSpec
 from museg_lit.data.sampler import (
     ResumableBatchSampler,
     ResumableDataLoader,
@@ -37,37 +37,11 @@ from museg_lit.data.sampler import (
 from museg_lit.data.skips import missing_video_paths, missing_videos_error, resolve_video
 from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
 from museg_lit.data.video import VideoDecodeError
-from museg_lit.errors import ConfigError, DataError
+from museg_lit.errors import DataError
 from museg_lit.models.processing import encode_prompts
 from museg_lit.prompts import END_OF_TURN, render_question, video_messages
-from museg_lit.schema import check_fields, setting
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FrameSpec:
-    """Frame sampling settings passed to :func:`museg_lit.data.video.load_video`.
-
-    ``cache_dir``: directory of the on-disk clip cache (:mod:`museg_lit.data.cache`), None = off.
-    Set it with ``data.frames.cache_dir=/fast/disk/clips``; entries are keyed by file identity and
-    the sampling settings above, so one directory can serve several datasets and settings.
-    """
-
-    fps: float = setting(2.0, gt=0.0)
-    min_frames: int = setting(4, ge=1)
-    max_frames: int = setting(768, ge=1)
-    min_pixels: int = setting(128 * 28 * 28, ge=1)
-    max_pixels: int = setting(768 * 28 * 28, ge=1)
-    total_pixels: int | None = setting(None, ge=1)
-    timeout_s: float | None = setting(300.0, gt=0.0)
-    cache_dir: str | None = None
-
-    def __post_init__(self):
-        check_fields(self, "data.frames")
-        if self.min_frames > self.max_frames or self.min_pixels > self.max_pixels:
-            raise ConfigError(f"data.frames: min_frames={self.min_frames} / min_pixels={self.min_pixels} must not "
-                              f"exceed max_frames={self.max_frames} / max_pixels={self.max_pixels}")
 
 
 class GroundingDataset(Dataset):

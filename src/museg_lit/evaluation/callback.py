@@ -22,18 +22,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from museg_lit.data.datamodule import FrameSpec
+from museg_lit.data.frames import FrameSpec
 from museg_lit.data.synthetic import SyntheticSpec, generate_synthetic_dataset
+from museg_lit.evaluation.benchmark import GroundingBenchmark
+from museg_lit.evaluation.decode import DecodedVideo, decode_groups, group_by_video, iter_batches
+from museg_lit.evaluation.generate import generate_answers
 from museg_lit.evaluation.plots import plot_timeline
-from museg_lit.evaluation.runner import (
-    DecodedVideo,
-    EvalItem,
-    GroundingBenchmark,
-    decode_groups,
-    generate_answers,
-    group_by_video,
-    iter_batches,
-)
+from museg_lit.evaluation.types import EvalItem
 from museg_lit.tracking import mlflow_loggers
 
 log = logging.getLogger(__name__)

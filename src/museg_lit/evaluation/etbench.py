@@ -2,7 +2,8 @@
 
 MUSEG's ``src/eval_et_bench.py`` sends each sample's ``q`` wrapped in :data:`ETBENCH_TEMPLATE` (the
 same instruction for all 12 tasks; greedy, 512 new tokens, the frame settings of the grounding
-sets), keeps the content of the single ``<answer>...</answer>`` (else ``""``) and scores it with
+sets), keeps the content of the single ``<answer>...</answer>`` (else ``""``;
+:func:`museg_lit.rewards.parsing.extract_answer`) and scores it with
 E.T. Bench's ``compute_metrics.py``. That scoring is re-implemented for all 12 tasks in
 :mod:`museg_lit.evaluation.etbench_metrics` (:func:`etbench_metrics`, re-exported here; its
 docstring lists the departures). Six tasks (``rar``, ``eca``, ``rvq``, ``gvq``, ``dvc``, ``slc``)
@@ -20,11 +21,10 @@ and keeps the whole result for ``metrics.json`` and the bar chart
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from museg_lit.data.annotations import AnnotationError
+from museg_lit.data import annotations
 from museg_lit.evaluation.etbench_metrics import (
     ALL_TASKS,
     SENTSIM_TASKS,
@@ -39,6 +39,8 @@ from museg_lit.evaluation.etbench_metrics import (
     tvg_scores,
     vhd_scores,
 )
+from museg_lit.evaluation.types import EvalItem
+from museg_lit.rewards.parsing import extract_answer
 
 __all__ = [
     "ALL_TASKS",
@@ -71,57 +73,28 @@ _HEADLINE = {**{t: "Acc" for t in TASK_GROUPS["ref"]}, **{t: "F1" for t in (*TAS
 
 
 def is_etbench_file(path: str | Path) -> bool:
-    """True for E.T. Bench annotation JSON (a list of dicts with ``task``, ``source`` and ``q``)."""
+    """True for an existing E.T. Bench annotation JSON: a ``.json`` file whose first record has
+    ``task``, ``source`` and ``q`` (:func:`museg_lit.data.annotations.detect_format`)."""
     path = Path(path)
-    if path.suffix != ".json" or not path.is_file():
-        return False
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096)
-    # cheap sniff of the first record instead of parsing a multi-megabyte file twice
-    first = head.split("}", 1)[0]
-    return head.lstrip().startswith("[") and all(f'"{k}"' in first for k in ("task", "source", "q"))
+    return path.suffix == ".json" and path.is_file() and annotations.detect_format(path) == "et_bench"
 
 
 def _read_items(path: str | Path, subset_file: str | Path | None, tasks: list[str] | None):
-    """(items kept, every (task, source) of the file among ``tasks``)."""
-    from museg_lit.evaluation.runner import EvalItem
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: annotation file not found") from None
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of E.T. Bench samples")
+    """(items kept, every (task, source) of the file among ``tasks``, the subset or None)."""
     if tasks is not None and (unknown := sorted(set(tasks) - set(ALL_TASKS))):
         raise ValueError(f"data.tasks: unknown E.T. Bench tasks {unknown}; known: {list(ALL_TASKS)}")
-    subset = None
-    if subset_file:
-        try:
-            subset = json.loads(Path(subset_file).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise AnnotationError(f"{subset_file}: E.T. Bench subset file not found") from None
-    items, groups = [], {}
-    for i, d in enumerate(data):
-        try:
-            task, source, idx = d["task"], d["source"], d["idx"]
-            video, q = d["video"], d["q"]
-        except (KeyError, TypeError):
-            raise AnnotationError(f"{path}[{i}]: missing one of task, source, idx, video, q") from None
-        if task not in ALL_TASKS:
-            raise AnnotationError(f"{path}[{i}]: unknown E.T. Bench task {task!r}; known: {list(ALL_TASKS)}")
-        if tasks is not None and task not in tasks:
-            continue
-        groups[(task, source)] = None
-        if subset is not None and idx not in subset.get(task, {}).get(source, ()):
-            continue
-        extra = {k: d[k] for k in ("source", "duration", "p", "o", "g", "src") if k in d}
-        items.append(EvalItem(f"{task}/{source}/{idx}", video, q, d.get("tgt"), task, extra))
-    return items, list(groups), subset
+    read = annotations.read_et_bench_json(path, tasks=tasks, subset=subset_file)
+    items = []
+    for rec in read.records:
+        extra = {k: rec.raw[k] for k in ("source", "duration", "p", "o", "g", "src") if k in rec.raw}
+        items.append(EvalItem(f"{rec.task}/{rec.source}/{rec.idx}", rec.video, rec.q, rec.raw.get("tgt"), rec.task, extra))
+    return items, read.groups, read.subset
 
 
 def load_etbench_items(path: str | Path, subset_file: str | Path | None = None, tasks: list[str] | None = None):
-    """E.T. Bench samples as :class:`museg_lit.evaluation.runner.EvalItem` (id ``task/source/idx``).
+    """E.T. Bench samples as :class:`museg_lit.evaluation.types.EvalItem` (id ``task/source/idx``),
+    all 12 tasks, ``tgt`` as the file has it (the scorer reads the reference's shapes); parsed by
+    :func:`museg_lit.data.annotations.read_et_bench_json`, as the grounding samples are.
 
     ``subset_file``: MUSEG's / E.T. Bench's ``subset.json`` ({task: {source: [idx, ...]}}, 470 samples).
     ``tasks``: keep only these tasks (an unknown name is a ``ValueError``).
@@ -205,7 +178,7 @@ def flat_metrics(result: dict) -> dict[str, float]:
 
 
 class ETBenchBenchmark:
-    """Benchmark adapter for :class:`museg_lit.evaluation.runner.EvalRunner`.
+    """E.T. Bench as a :class:`museg_lit.evaluation.benchmark.Benchmark` of :class:`museg_lit.evaluation.runner.EvalRunner`.
 
     ``sentsim_model``: local folder of all-MiniLM-L6-v2 (needed by :data:`SENTSIM_TASKS`; checked
     by :meth:`check` before the video model loads, loaded when scoring).
@@ -236,9 +209,7 @@ class ETBenchBenchmark:
         return ETBENCH_TEMPLATE.replace("{}", item.question, 1)
 
     def record(self, item, output: str) -> dict:
-        from museg_lit.evaluation.runner import answer_text
-
-        answer = answer_text(output)
+        answer = extract_answer(output, default="", strip=True)
         return {"answer": answer, **sample_score(item.task, answer, item.groundtruth)}
 
     def score(self, items, rows: dict[str, dict]) -> tuple[dict[str, float], str, str]:

@@ -1,6 +1,7 @@
 """Grounding metrics of MUSEG's evaluation (``src/eval_grounding.py`` of the release), vectorised.
 
-Pipeline per raw model output: content of the single ``<answer>...</answer>`` (else ``""``) -> all
+Pipeline per raw model output: content of the single ``<answer>...</answer>`` (else ``""``;
+:func:`museg_lit.rewards.parsing.extract_answer`, the rule the training rewards use too) -> all
 numbers matching ``\\d+\\.*\\d*`` -> consecutive pairs ``[s, e]``; an odd count, an unparsable number
 (``1..5``) or any ``s >= e`` means *no prediction*, which scores 0 everywhere.
 
@@ -37,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from museg_lit.rewards.parsing import extract_answer
+
 __all__ = [
     "HEADLINE_METRIC",
     "THRESHOLDS",
@@ -49,15 +52,7 @@ THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
 # The metric the MUSEG README table reports for each task (x 100).
 HEADLINE_METRIC: dict[str, str] = {"tvg": "m_iou", "tal": "mean_f1_multi"}
 
-_ANSWER_RE = re.compile(r"<answer>(.*)</answer>", re.DOTALL)  # greedy, as in the reference
 _NUMBER_RE = re.compile(r"\d+\.*\d*")
-
-
-def _answer_content(output: str) -> str:
-    if not isinstance(output, str) or output.count("<answer>") != 1 or output.count("</answer>") != 1:
-        return ""
-    match = _ANSWER_RE.search(output)
-    return match.group(1).strip() if match else ""
 
 
 def parse_prediction(output: str) -> list[list[float]] | None:
@@ -70,7 +65,7 @@ def parse_prediction(output: str) -> list[list[float]] | None:
     >>> [parse_prediction(o) for o in ("<answer>1-2 3</answer>", "<answer>5-3</answer>", "1-2", "<answer></answer>")]
     [None, None, None, None]
     """
-    numbers = _NUMBER_RE.findall(_answer_content(output))
+    numbers = _NUMBER_RE.findall(extract_answer(output, default="", strip=True))
     if not numbers or len(numbers) % 2:
         return None
     try:

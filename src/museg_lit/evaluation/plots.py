@@ -28,7 +28,8 @@ from matplotlib.patches import Patch
 
 from museg_lit.evaluation.metrics import THRESHOLDS, grounding_metrics
 
-__all__ = ["plot_all", "plot_iou_histogram", "plot_recall_curve", "plot_timeline", "short_query"]
+__all__ = ["iou_histogram_figure", "plot_all", "plot_iou_histogram", "plot_recall_curve", "plot_timeline", "recall_curve_figure",
+           "short_query", "timeline_figure"]
 
 GT_COLOUR, PRED_COLOUR, VIDEO_COLOUR = "#2a9d4b", "#e8772e", "#e6e6e6"
 _QUOTED = re.compile(r"'([^']{2,})'")
@@ -87,8 +88,12 @@ def _row_score(r: dict, task: str) -> float | None:
     return r.get("f1_multi") if task == "tal" else r.get("iou")
 
 
-def plot_timeline(records: list[dict], path: str | Path, *, num: int = 12, title: str = "", task: str = "tvg") -> Path:
-    """Ground truth vs prediction for ``num`` queries spread over the score ranking (best on top)."""
+def timeline_figure(records: list[dict], *, num: int = 12, title: str = "", task: str = "tvg") -> Figure:
+    """Ground truth vs prediction for ``num`` queries spread over the score ranking (best on top).
+
+    Row ``y`` (0 on top) holds three ``broken_barh`` collections in this order: the video
+    (``gid="video:<id>"``), the ground truth (``"gt:<id>"``, upper half) and, if any, the prediction
+    (``"pred:<id>"``, lower half); the y tick labels are the short queries."""
     rows = [r for r in records if _segments(r.get("groundtruth"))]
     rows.sort(key=lambda r: -(_row_score(r, task) or 0.0))
     if len(rows) > num:
@@ -101,11 +106,12 @@ def plot_timeline(records: list[dict], path: str | Path, *, num: int = 12, title
         ends = [e for _, e in gt + pred]
         length = r.get("duration") or max(ends)
         span = max(span, length, *ends)
-        ax.broken_barh([(0, length)], (y - 0.42, 0.84), color=VIDEO_COLOUR, zorder=1)
-        ax.broken_barh([(s, e - s) for s, e in gt], (y - 0.36, 0.34), color=GT_COLOUR, zorder=2)
+        rid = r.get("id", y)
+        ax.broken_barh([(0, length)], (y - 0.42, 0.84), color=VIDEO_COLOUR, zorder=1, gid=f"video:{rid}")
+        ax.broken_barh([(s, e - s) for s, e in gt], (y - 0.36, 0.34), color=GT_COLOUR, zorder=2, gid=f"gt:{rid}")
         if pred:
             ax.broken_barh([(s, max(e - s, span * 0.003)) for s, e in pred], (y + 0.02, 0.34),
-                           color=PRED_COLOUR, zorder=2)
+                           color=PRED_COLOUR, zorder=2, gid=f"pred:{rid}")
         score = _row_score(r, task)
         if r.get("error"):
             note = "video error"
@@ -124,11 +130,16 @@ def plot_timeline(records: list[dict], path: str | Path, *, num: int = 12, title
     fig.suptitle(f"{title}: {len(rows)} of {len(records)} queries, ranked by {ranked_by} (best on top)",
                  fontsize=10.5, x=0.01, ha="left")
     fig.get_layout_engine().set(w_pad=0.15)
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_timeline(records: list[dict], path: str | Path, *, num: int = 12, title: str = "", task: str = "tvg") -> Path:
+    """Write :func:`timeline_figure` as a PNG; returns its path."""
+    timeline_figure(records, num=num, title=title, task=task).savefig(path, dpi=110)
     return Path(path)
 
 
-def plot_iou_histogram(records: list[dict], path: str | Path, *, title: str = "", task: str = "tvg") -> Path:
+def iou_histogram_figure(records: list[dict], *, title: str = "", task: str = "tvg") -> Figure:
     """IoU distribution of samples with a prediction, a 'none' bar for the rest, mean IoU line.
 
     Multi-segment sets (``task="tal"``) count ground-truth *segments* instead: the best IoU each
@@ -163,7 +174,12 @@ def plot_iou_histogram(records: list[dict], path: str | Path, *, title: str = ""
     ax.set_title(f"{title}  ({total} {unit}, {none} without a prediction)", fontsize=10)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_iou_histogram(records: list[dict], path: str | Path, *, title: str = "", task: str = "tvg") -> Path:
+    """Write :func:`iou_histogram_figure` as a PNG; returns its path."""
+    iou_histogram_figure(records, title=title, task=task).savefig(path, dpi=110)
     return Path(path)
 
 
@@ -183,8 +199,9 @@ def _best_ious(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(gt_best), np.array(pred_best)
 
 
-def plot_recall_curve(records: list[dict], path: str | Path, *, task: str = "tvg", title: str = "") -> Path:
-    """Recall against the IoU threshold, with MUSEG's four reported points labelled."""
+def recall_curve_figure(records: list[dict], *, task: str = "tvg", title: str = "") -> Figure:
+    """Recall against the IoU threshold (in %, thresholds 0.01..1), with MUSEG's four reported
+    points (a scatter at :data:`THRESHOLDS`) labelled."""
     ts = np.linspace(0.0, 1.0, 101)[1:]
     fig = _new_figure(7.5, 4.2)
     ax = fig.add_subplot()
@@ -216,7 +233,12 @@ def plot_recall_curve(records: list[dict], path: str | Path, *, task: str = "tvg
     ax.set_title(f"{title}  ({len(records)} samples)", fontsize=10)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_recall_curve(records: list[dict], path: str | Path, *, task: str = "tvg", title: str = "") -> Path:
+    """Write :func:`recall_curve_figure` as a PNG; returns its path."""
+    recall_curve_figure(records, task=task, title=title).savefig(path, dpi=110)
     return Path(path)
 
 

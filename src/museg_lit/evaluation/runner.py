@@ -6,22 +6,23 @@ decoding, at most 512 new tokens, frames at fps 2 with min_pixels 16*28*28 and t
 template and Qwen's chat template (default system prompt). Scores are
 :func:`museg_lit.evaluation.metrics.grounding_metrics` (or :mod:`museg_lit.evaluation.etbench`).
 
-How it runs:
+How :class:`EvalRunner` runs, and where each part lives:
 
-* Queries are **grouped by video** (first-appearance order) and each video is decoded **once**,
-  in DataLoader workers that decode ahead while the model generates; Charades-STA's 3,720 queries
-  need 1,334 decodes instead of 3,720. Consecutive queries form left-padded batches of
-  ``batch_size`` prompts.
-* Every finished batch is appended to ``predictions.jsonl`` in ``output_dir`` and flushed, so a
-  killed evaluation loses at most one batch: a rerun with the same ``output_dir`` skips the
-  queries already there (``run_meta.json`` guards against resuming with another model or setting).
-  Each row carries a fingerprint of its query (``item_key``: video, question, prompt, ground
-  truth, task, frame settings), so a query whose annotation changed in place (same id) is asked
-  again and scored with its new prediction.
-* All videos are checked to exist *before* the model loads (:class:`MissingVideosError` says how
-  many are missing, where they were looked for and how to get them). A video that exists but
-  cannot be decoded makes its queries "no prediction" (score 0, logged, ``error`` in the JSONL);
-  a later rerun retries them.
+* the benchmark (:mod:`museg_lit.evaluation.benchmark`: grounding; :mod:`~museg_lit.evaluation.etbench`)
+  loads the items, writes the question, reads each output and scores;
+* queries are **grouped by video** and each video is decoded **once**, in DataLoader workers that
+  decode ahead while the model generates (:mod:`museg_lit.evaluation.decode`); consecutive
+  queries form left-padded batches of ``batch_size`` prompts, answered greedily
+  (:mod:`museg_lit.evaluation.generate`);
+* every finished batch is appended to ``predictions.jsonl`` in ``output_dir`` and flushed
+  (:func:`fill_store`, :mod:`museg_lit.evaluation.store`), so a killed evaluation loses at most
+  one batch: a rerun with the same ``output_dir`` skips the queries already there
+  (``run_meta.json`` guards against resuming with another model or setting), and asks again a
+  query whose annotation changed in place (its ``item_key`` differs);
+* all videos are checked to exist *before* the model loads
+  (:class:`~museg_lit.evaluation.sources.MissingVideosError` says how many are missing, where they
+  were looked for and how to get them). A video that exists but cannot be decoded makes its
+  queries "no prediction" (score 0, logged, ``error`` in the JSONL); a later rerun retries them.
 
 Departures from MUSEG: Hugging Face ``generate`` instead of vLLM (same greedy argmax; batched
 padding changes floating-point sums, so a rare near-tie token can differ). As in MUSEG, nothing of
@@ -32,137 +33,45 @@ applied, and positions follow the rule the checkpoints were trained with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from museg_lit.data import annotations
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.data.datamodule import FrameSpec
-from museg_lit.data.skips import missing_videos, resolve_video
-from museg_lit.data.video import VideoClip, VideoDecodeError, load_video
-from museg_lit.evaluation.metrics import HEADLINE_METRIC, grounding_metrics, parse_prediction, sample_iou
-from museg_lit.models.generation import GREEDY, SpecialTokens, generate
-from museg_lit.models.processing import encode_prompts
-from museg_lit.prompts import render_question, video_messages
+from museg_lit.data.frames import FrameSpec
+from museg_lit.data.skips import missing_videos
+from museg_lit.evaluation.benchmark import Benchmark, GroundingBenchmark
+from museg_lit.evaluation.decode import (
+    VIDEO_ABLATIONS,
+    DecodedVideo,
+    ablate_clip,
+    decode_groups,
+    group_by_video,
+    iter_batches,
+)
+from museg_lit.evaluation.etbench import ETBenchBenchmark, is_etbench_file
+from museg_lit.evaluation.generate import generate_answers
+from museg_lit.evaluation.plots import plot_all
+from museg_lit.evaluation.sources import MissingVideosError, missing_videos_message
+from museg_lit.evaluation.store import (
+    META_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    PredictionStore,
+    item_key,
+    read_meta,
+)
+from museg_lit.evaluation.types import EvalItem, EvalResult
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EvalItem",
-    "EvalResult",
-    "EvalRunner",
-    "MissingVideosError",
-    "VIDEO_ABLATIONS",
-    "ablate_clip",
-    "PredictionStore",
-    "answer_text",
-    "fill_store",
-    "generate_answers",
-    "group_by_video",
-    "item_key",
-    "iter_batches",
-    "missing_videos",
-]
-
-PREDICTIONS_FILE = "predictions.jsonl"
-METRICS_FILE = "metrics.json"
-META_FILE = "run_meta.json"
-
-# Where each benchmark's videos come from (MUSEG README, "Evaluation / Data Preparation"), keyed by
-# the first folder of the annotation's video paths.
-VIDEO_SOURCES: dict[str, str] = {
-    "charades": "Charades-STA uses the Charades videos, 480p version: Charades_v1_480.zip from the AI2 "
-    "site (https://prior.allenai.org/projects/charades), unzipped into <video root>/charades/",
-    "thumos14": "THUMOS14: the validation set (TH14_validation_set_mp4.zip) from the THUMOS14 site "
-    "(https://www.crcv.ucf.edu/THUMOS14/), unzipped into <video root>/thumos14/",
-    "thumos15": "THUMOS15: the validation set (thumos15_validation_complete.zip) from the THUMOS15 site "
-    "(http://www.thumos.info/), unzipped into <video root>/thumos15/",
-    "perception_test": "Perception Test: the validation videos (valid_videos.zip) linked from "
-    "https://github.com/google-deepmind/perception_test, unzipped into <video root>/perception_test/",
-}
-ETBENCH_SOURCE_HINT = (
-    "E.T. Bench: the videos of its Hugging Face dataset PolyU-ChenLab/ETBench (videos/<source>.tar.gz "
-    "for each source), unpacked into <video root>/<source>/ (MUSEG re-muxes them with "
-    "data/eval/et_bench/process_videos.py; optional)"
-)
-
-
-class MissingVideosError(FileNotFoundError):
-    """Videos named by the annotations are not on disk; the message says which, where and how to get them."""
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One benchmark query. ``question`` is the raw query; ``extra`` holds benchmark-specific fields
-    (E.T. Bench: ``source``, options, ...) that the scorer needs."""
-
-    id: str
-    video: str
-    question: str
-    groundtruth: Any
-    task: str
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class EvalResult:
-    """What one evaluation produced: metrics over *all* samples (resumed ones included) and files."""
-
-    dataset: str
-    task: str
-    metrics: dict[str, float]
-    headline: str
-    records: list[dict]
-    output_dir: Path
-    files: dict[str, Path]
-    num_generated: int
-    timings: dict[str, float]
-
-
-# ------------------------------------------------------------------------------------------------
-# Pure helpers: grouping, batching, answer extraction.
-# ------------------------------------------------------------------------------------------------
-
-
-def group_by_video(items: Iterable[EvalItem]) -> list[tuple[str, list[EvalItem]]]:
-    """``[(video, [items...]), ...]`` in order of each video's first appearance.
-
-    >>> a, b, c = (EvalItem(str(i), v, "q", [[0, 1]], "tvg") for i, v in enumerate("xyx"))
-    >>> [(v, [it.id for it in g]) for v, g in group_by_video([a, b, c])]
-    [('x', ['0', '2']), ('y', ['1'])]
-    """
-    groups: dict[str, list[EvalItem]] = {}
-    for item in items:
-        groups.setdefault(item.video, []).append(item)
-    return list(groups.items())
-
-
-def iter_batches(decoded: Iterable[tuple[list[EvalItem], Any]], batch_size: int) -> Iterator[list[tuple[EvalItem, Any]]]:
-    """Flatten ``(items of one video, payload)`` into batches of ``batch_size`` ``(item, payload)``.
-
-    A batch may span videos and a video may span batches; the payload (decoded clip) is shared,
-    never decoded again. Example: groups of 3 and 2 items, batch 2 -> sizes 2, 2, 1.
-    """
-    pending: list[tuple[EvalItem, Any]] = []
-    for items, payload in decoded:
-        for item in items:
-            pending.append((item, payload))
-            if len(pending) == batch_size:
-                yield pending
-                pending = []
-    if pending:
-        yield pending
+__all__ = ["EvalRunner", "fill_store", "load_eval_model", "log_eval_run", "resolve_device"]
 
 
 def fill_store(store: PredictionStore, batches: Iterable, run_batch, *, total: int, done: int, unit: str,
@@ -181,263 +90,6 @@ def fill_store(store: PredictionStore, batches: Iterable, run_batch, *, total: i
     finally:
         bar.close()
     return generated
-
-
-def answer_text(output: str) -> str:
-    """Content of the single ``<answer>...</answer>`` of an output (MUSEG's extraction), else ``""``."""
-    if output.count("<answer>") != 1 or output.count("</answer>") != 1:
-        return ""
-    start, end = output.find("<answer>") + len("<answer>"), output.rfind("</answer>")
-    return output[start:end].strip() if end >= start else ""
-
-
-def missing_videos_message(missing: list[Path], total: int, video_root: str | Path, dataset: str,
-                           etbench: bool = False) -> str:
-    root = Path(video_root).resolve()
-    examples = ", ".join(str(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
-    folders = sorted({p.relative_to(root).parts[0] for p in missing if p.is_relative_to(root)})
-    hints = [VIDEO_SOURCES[f] for f in folders if f in VIDEO_SOURCES]
-    if etbench or not hints:
-        hints.append(ETBENCH_SOURCE_HINT if etbench else "see the README section 'Evaluation'")
-    return (
-        f"{dataset}: {len(missing)} of {total} videos are missing under the video root {root} "
-        f"(looked for {examples}). How to get them: {'; '.join(dict.fromkeys(hints))}. "
-        "Then pass VIDEO_ROOT=DIR to make (or data.video_root=DIR)."
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# Resumable per-sample JSONL.
-# ------------------------------------------------------------------------------------------------
-
-
-def item_key(item: EvalItem, prompt: str, frames: dict) -> str:
-    """Fingerprint of what ``item`` asks and how it is scored: the first 16 hex digits of the
-    sha256 of its video path, raw question, templated ``prompt``, ground truth, task, benchmark
-    fields (``extra``) and frame settings. Stored in each prediction row (``item_key``); a stored
-    prediction is reused only while its item still has the same key."""
-    content = {"video": item.video, "question": item.question, "prompt": prompt, "groundtruth": item.groundtruth,
-               "task": item.task, "extra": item.extra, "frames": frames}
-    blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-class PredictionStore:
-    """Append-only ``predictions.jsonl``: one row per sample, flushed per batch.
-
-    Reading tolerates a torn last line (no newline at its end: the process was killed mid-append),
-    drops it with a warning and cuts it from the file, so the next append starts on a fresh line;
-    any other line that is not a UTF-8 JSON object with an ``id`` is an :class:`AnnotationError`
-    naming ``file:line``. Rows carry their item's ``item_key`` (:func:`item_key`): for each id the
-    last row with the current key wins, so rows of an item changed since are ignored. Rows with an
-    ``error`` (video not decodable) do not count as done, so a rerun retries them.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def rows(self) -> list[dict]:
-        """All rows in file order (a torn last line dropped and cut from the file)."""
-        if not self.path.exists():
-            return []
-        raw = self.path.read_bytes()
-        body, newline, tail = raw.rpartition(b"\n")  # tail: the bytes after the last newline
-        rows = [self._parse(line, n) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
-        if tail.strip():
-            last_line = body.count(b"\n") + 1 + bool(newline)
-            try:
-                rows.append(self._parse(tail, last_line))
-            except AnnotationError:
-                log.warning("%s:%d: dropping a torn last line (an interrupted write)", self.path, last_line)
-                with open(self.path, "r+b") as f:  # cut it so that appends stay line-aligned
-                    f.truncate(len(raw) - len(tail))
-        return rows
-
-    def _parse(self, line: bytes, number: int) -> dict:
-        """One row: strict UTF-8, a JSON object with an ``id``; else AnnotationError naming file:line."""
-        where, fix = f"{self.path}:{number}", "remove the line or pass resume=false"
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise AnnotationError(f"{where}: not UTF-8 (byte {line[exc.start]:#04x} at column {exc.start + 1}); {fix}") from None
-        except json.JSONDecodeError as exc:
-            raise AnnotationError(f"{where}: not valid JSON ({exc.msg}: column {exc.colno}); {fix}") from None
-        if not isinstance(row, dict) or "id" not in row:
-            raise AnnotationError(f'{where}: not a prediction row (a JSON object with an "id"); {fix}')
-        return row
-
-    def load(self) -> dict[str, dict]:
-        """The last row of each id, whatever its ``item_key``."""
-        return {str(row["id"]): row for row in self.rows()}
-
-    def load_matching(self, keys: dict[str, str], rows: list[dict] | None = None) -> dict[str, dict]:
-        """For each id of ``keys``, its last row whose ``item_key`` is ``keys[id]`` (ids without one are absent)."""
-        latest = {}
-        for row in self.rows() if rows is None else rows:
-            if (i := str(row["id"])) in keys and row.get("item_key") == keys[i]:
-                latest[i] = row
-        return latest
-
-    def done_ids(self) -> set[str]:
-        """Ids whose last row is a prediction (no ``error``), whatever its ``item_key``."""
-        return {i for i, row in self.load().items() if not row.get("error")}
-
-    def reset(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
-
-    def append(self, rows: list[dict]) -> None:
-        """Write ``rows`` as JSON lines at the end (on a fresh line) and fsync."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        with open(self.path, "a+b") as f:
-            if _ends_mid_line(f):  # e.g. an edited file whose last row lacks its newline
-                text = "\n" + text
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _ends_mid_line(f) -> bool:
-    """True if the binary file ``f`` is not empty and does not end with a newline."""
-    if f.seek(0, os.SEEK_END) == 0:
-        return False
-    f.seek(-1, os.SEEK_END)
-    return f.read(1) != b"\n"
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoding (once per video) and generation.
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DecodedVideo:
-    items: list[EvalItem]
-    clip: VideoClip | None
-    error: str | None
-    decode_s: float
-
-
-class VideoGroupDataset(Dataset):
-    """One element per video: its queries and its decoded clip (or the decode error)."""
-
-    def __init__(self, groups: list[tuple[str, list[EvalItem]]], video_root: str, frames: FrameSpec):
-        self.groups, self.video_root, self.frames = groups, video_root, frames
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> DecodedVideo:
-        video, items = self.groups[i]
-        start = time.perf_counter()
-        f = self.frames
-        kwargs = dict(fps=f.fps, min_frames=f.min_frames, max_frames=f.max_frames, min_pixels=f.min_pixels,
-                      max_pixels=f.max_pixels, total_pixels=f.total_pixels, timeout_s=f.timeout_s)
-        try:
-            path = resolve_video(self.video_root, video)
-            if getattr(f, "cache_dir", None):  # on-disk clip cache: re-evaluations skip decoding
-                from museg_lit.data.cache import load_video_cached
-
-                clip = load_video_cached(path, cache_dir=f.cache_dir, **kwargs)
-            else:
-                clip = load_video(path, **kwargs)
-        except VideoDecodeError as exc:
-            return DecodedVideo(items, None, str(exc), time.perf_counter() - start)
-        return DecodedVideo(items, clip, None, time.perf_counter() - start)
-
-
-def _first(batch):  # batch_size=None passes single elements through; keep them untouched
-    return batch
-
-
-def decode_groups(groups, video_root: str, frames: FrameSpec, num_workers: int = 0) -> Iterator[DecodedVideo]:
-    """Decoded videos in order; with workers, decoding runs ahead of generation."""
-    loader = DataLoader(VideoGroupDataset(groups, video_root, frames), batch_size=None, shuffle=False,
-                        num_workers=num_workers, collate_fn=_first, prefetch_factor=2 if num_workers else None)
-    yield from loader
-
-
-VIDEO_ABLATIONS = ("none", "blank")
-
-
-def ablate_clip(clip: VideoClip, ablation: str) -> VideoClip:
-    """``blank``: the clip with every pixel 0 (black), its frame count, size, fps and timestamps kept,
-    so the prompt has the same video tokens at the same 3D positions and only the content is gone."""
-    if ablation == "none":
-        return clip
-    if ablation == "blank":
-        return replace(clip, frames=torch.zeros_like(clip.frames))  # [T, 3, H, W] uint8
-    raise ValueError(f"unknown video ablation {ablation!r}; known: {list(VIDEO_ABLATIONS)}")
-
-
-def chat_prompt(processor, question: str) -> str:
-    return processor.apply_chat_template(video_messages(question), tokenize=False, add_generation_prompt=True)
-
-
-@torch.no_grad()
-def generate_answers(model, processor, questions: list[str], clips: list[VideoClip], *, max_new_tokens: int) -> list[str]:
-    """Greedy completions (special tokens removed) for ``B`` templated questions about ``B`` clips:
-    vLLM's ``temperature=0`` (pure argmax, no repetition penalty, whatever the checkpoint's
-    ``generation_config.json`` says), positions by the checkpoints' rule
-    (:func:`museg_lit.models.generation.generate`)."""
-    inputs = encode_prompts(processor, [chat_prompt(processor, q) for q in questions],
-                            [c.frames for c in clips], [c.sample_fps for c in clips])
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-    sampling = replace(GREEDY, max_new_tokens=max_new_tokens)
-    completions = generate(model, inputs, sampling, SpecialTokens.of(model, processor.tokenizer))  # [B, C]
-    return processor.tokenizer.batch_decode(completions, skip_special_tokens=True)
-
-
-# ------------------------------------------------------------------------------------------------
-# Benchmarks: how to load, prompt and score.
-# ------------------------------------------------------------------------------------------------
-
-
-class GroundingBenchmark:
-    """MUSEG's grounding sets (Charades-STA, THUMOS14/15, Perception Test): ``tvg`` or ``tal``."""
-
-    name = "grounding"
-
-    def __init__(self, template: str = "frame_selection_thinking", task: str | None = None,
-                 annotation_format: str = "auto"):
-        if task is not None and task not in HEADLINE_METRIC:
-            raise ValueError(f"task must be one of {sorted(HEADLINE_METRIC)} or null, got {task!r}")
-        self.template, self.task, self.annotation_format = template, task, annotation_format
-
-    def load(self, path: str | Path) -> list[EvalItem]:
-        # .jsonl (training format, e.g. a synthetic held-out split) keeps per-sample tasks; MUSEG's
-        # evaluation JSON gets `task` or its file-level guess; perception_test is always tal
-        samples = annotations.load_annotations(path, annotation_format=self.annotation_format, task=self.task)
-        return [EvalItem(s.idx, s.video, s.problem, s.solution, self.task or s.task) for s in samples]
-
-    def question(self, item: EvalItem) -> str:
-        return render_question(item.question, self.template)
-
-    def record(self, item: EvalItem, output: str) -> dict:
-        row = {"answer": answer_text(output), "prediction": parse_prediction(output),
-               "iou": sample_iou(output, item.groundtruth)}
-        if item.task == "tal":  # this sample's share of mean_f1_multi (ranks the timeline rows)
-            row["f1_multi"] = grounding_metrics([output], [item.groundtruth], "tal")["mean_f1_multi"]
-        return row
-
-    def score(self, items: list[EvalItem], rows: dict[str, dict]) -> tuple[dict[str, float], str, str]:
-        """Metrics, headline metric name, task label; a mixed file is scored per task (``tvg/m_iou``)."""
-        tasks = sorted({it.task for it in items})
-        metrics: dict[str, float] = {}
-        for task in tasks:
-            sub = [it for it in items if it.task == task]
-            m = grounding_metrics([rows[it.id]["output"] for it in sub], [it.groundtruth for it in sub], task)
-            prefix = "" if len(tasks) == 1 else f"{task}/"
-            metrics.update({f"{prefix}{k}": float(v) for k, v in m.items()})
-        headline = HEADLINE_METRIC[tasks[0]] if len(tasks) == 1 else f"{tasks[0]}/{HEADLINE_METRIC[tasks[0]]}"
-        return metrics, headline, "+".join(tasks)
-
-
-# ------------------------------------------------------------------------------------------------
-# The runner.
-# ------------------------------------------------------------------------------------------------
 
 
 class EvalRunner:
@@ -510,12 +162,11 @@ class EvalRunner:
         self._done: set[str] | None = None
         self._model_id: str | None = None
 
-    def _pick_benchmark(self, subset_file: str | None, tasks: list[str] | None, sentsim_model: str | None = None):
-        from museg_lit.evaluation import etbench
-
+    def _pick_benchmark(self, subset_file: str | None, tasks: list[str] | None,
+                        sentsim_model: str | None = None) -> Benchmark:
         if self.annotation_format == "et_bench" or (
-                self.annotation_format == "auto" and etbench.is_etbench_file(self.annotation_file)):
-            return etbench.ETBenchBenchmark(subset_file=subset_file, tasks=tasks, sentsim_model=sentsim_model)
+                self.annotation_format == "auto" and is_etbench_file(self.annotation_file)):
+            return ETBenchBenchmark(subset_file=subset_file, tasks=tasks, sentsim_model=sentsim_model)
         if subset_file or tasks:
             raise ValueError("subset_file / tasks apply to E.T. Bench annotation files only")
         return GroundingBenchmark(self.template, self.task, self.annotation_format)
@@ -570,8 +221,7 @@ class EvalRunner:
         writes ``run_meta.json``.
         """
         self.check_videos()
-        if hasattr(self.benchmark, "check"):  # E.T. Bench: the sentence model's folder
-            self.benchmark.check(self.items())
+        self.benchmark.check(self.items())  # E.T. Bench: the sentence model's folder
         self.output_dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.output_dir / META_FILE
         settings = self.settings(model_id)
@@ -587,7 +237,7 @@ class EvalRunner:
 
     def _check_meta(self, meta_path: Path, settings: dict) -> None:
         """Raise ValueError unless ``run_meta.json`` records the same ``settings``."""
-        old = _read_meta(meta_path)
+        old = read_meta(meta_path)
         old.pop("max_samples", None)
         diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings[k])))
         if diff:
@@ -613,8 +263,6 @@ class EvalRunner:
     def run(self, model, processor, *, model_id: str = "") -> EvalResult:
         """Generate the missing predictions, then score all samples and draw the pictures
         (calls :meth:`prepare` unless it ran already for ``model_id``)."""
-        from museg_lit.evaluation.plots import plot_all
-
         items = self.items()
         done = self._done if self._model_id == model_id and self._done is not None else self.prepare(model_id)
         todo = [it for it in items if it.id not in done]
@@ -635,13 +283,12 @@ class EvalRunner:
         metrics["video_errors"] = float(sum(bool(r.get("error")) for r in records))
         files = {"predictions": self.store.path, "metrics": self.output_dir / METRICS_FILE}
         files.update(plot_all(records, self.output_dir, title=self.dataset, task=task, num_timeline=self.num_timeline))
-        if hasattr(self.benchmark, "plots"):  # E.T. Bench: its table as bars
-            files.update(self.benchmark.plots(self.output_dir, title=self.dataset))
+        files.update(self.benchmark.plots(self.output_dir, title=self.dataset))  # E.T. Bench: its table as bars
         summary = {"dataset": self.dataset, "task": task, "headline_metric": headline,
                    "headline_percent": round(100 * metrics[headline], 1) if headline in metrics else None,
                    "metrics": metrics, "num_samples": len(items), "num_generated_now": generated,
                    "timings_s": timings, "settings": self.settings(model_id)}
-        if getattr(self.benchmark, "result", None) is not None:  # E.T. Bench: per_task / overall / merged / avg
+        if self.benchmark.result is not None:  # E.T. Bench: per_task / overall / merged / avg
             summary["etbench"] = self.benchmark.result
         files["metrics"].write_text(json.dumps(summary, indent=2) + "\n")
         return EvalResult(self.dataset, task, metrics, headline, records, self.output_dir, files, generated, timings)
@@ -677,18 +324,6 @@ class EvalRunner:
                 row["extra"] = it.extra
             rows.append(row)
         return rows
-
-
-def _read_meta(path: Path) -> dict:
-    """``run_meta.json`` as a dict; AnnotationError naming the file if it is not a UTF-8 JSON object."""
-    fix = "delete it or pass resume=false to start over"
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError
-        raise AnnotationError(f"{path}: not valid JSON ({exc}); {fix}") from None
-    if not isinstance(meta, dict):
-        raise AnnotationError(f"{path}: not a JSON object; {fix}")
-    return meta
 
 
 def resolve_device(device: str) -> torch.device:

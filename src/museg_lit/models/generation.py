@@ -1,6 +1,6 @@
 """The one place where the platform calls ``generate``: sampling settings, stop tokens, 3D positions.
 
-Training rollouts (:mod:`museg_lit.rl.rollout`), evaluation (:mod:`museg_lit.evaluation.runner`)
+Training rollouts (:mod:`museg_lit.rl.rollout`), evaluation (:mod:`museg_lit.evaluation.generate`)
 and the training-time eval callback all come through :func:`generate`, so they share:
 
 * **Only our sampling settings.** Hugging Face merges the checkpoint's ``generation_config.json``

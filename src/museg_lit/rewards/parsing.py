@@ -52,20 +52,32 @@ def completion_text(completion: Any) -> str:
     return ""
 
 
-def extract_answer(text: str) -> str | None:
-    """Content of the single ``<answer>...</answer>``; ``None`` unless there is exactly one of each tag
-    with the opening tag first.
+def extract_answer(text: str, *, default: str | None = None, strip: bool = False) -> str | None:
+    """Content of the single ``<answer>...</answer>`` (MUSEG's extraction, in its training rewards
+    and its evaluation scripts alike); ``default`` unless there is exactly one of each tag with the
+    opening tag first (a text that is not a ``str`` has no answer either).
+
+    The two sides differ only in what they keep, hence the parameters: the rewards take the content
+    as it is and tell a malformed completion (``None``) from an empty answer (``""``); the evaluation
+    (:func:`museg_lit.evaluation.metrics.parse_prediction`, the ``answer`` of each prediction row)
+    strips it and has ``""`` for both (``default="", strip=True``).
 
     >>> extract_answer("<think>x</think><answer> 1-2 </answer>")
     ' 1-2 '
-    >>> extract_answer("<answer>1-2</answer><answer>3-4</answer>") is None
+    >>> extract_answer("<think>x</think><answer> 1-2 </answer>", default="", strip=True)
+    '1-2'
+    >>> extract_answer("<answer>1-2</answer><answer>3-4</answer>") is None  # two answers
     True
+    >>> extract_answer("</answer>1-2<answer>", default=""), extract_answer("<answer>1-2", default="")
+    ('', '')
     """
     # str.count counts non-overlapping occurrences, exactly what len(re.findall(tag)) does in MUSEG.
-    if text.count(_ANSWER_OPEN) != 1 or text.count(_ANSWER_CLOSE) != 1:
-        return None
+    if not isinstance(text, str) or text.count(_ANSWER_OPEN) != 1 or text.count(_ANSWER_CLOSE) != 1:
+        return default
     match = _ANSWER_RE.search(text)  # None when </answer> comes before <answer>
-    return None if match is None else match.group(1)
+    if match is None:
+        return default
+    return match.group(1).strip() if strip else match.group(1)
 
 
 def parse_segments(answer: str) -> list[Segment] | None:

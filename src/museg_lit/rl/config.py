@@ -8,7 +8,7 @@ from museg_lit.models.generation import Sampling
 from museg_lit.rl.kl import KL_ESTIMATORS
 from museg_lit.rl.losses import AGGREGATIONS, PolicyLoss
 from museg_lit.rl.token_mask import SCOPES
-from museg_lit.schema import check_fields, setting
+from museg_lit.settings import check_fields, setting
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class AlgoConfig:
     against the rollout-time log-probs (``epsilon_low`` / ``epsilon_high``). ``beta_time`` (not
     None) turns on LongVTG-R1's token-aware KL on the tokens chosen by ``token_kl_scope``.
     ``dynamic_sampling`` / ``mask_truncated`` are DAPO's group filter and overlong masking.
-    Types and ranges are checked when built (:mod:`museg_lit.schema`), the key named.
+    Types and ranges are checked when built (:mod:`museg_lit.settings`), the key named.
     """
 
     beta: float = setting(0.04, ge=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from museg_lit.schema import check_fields, setting
+from museg_lit.settings import check_fields, setting
 from museg_lit.sft.answers import THINK_TEMPLATE, target_text
 
 

@@ -53,6 +53,9 @@ def mc_question(question: str, options: list[str], note: str | None = None) -> s
     return "\n".join([*lines, ANSWER_INSTRUCTION])
 
 
+# Deliberately not MUSEG's strict extraction (museg_lit.rewards.parsing.extract_answer): a letter is
+# looked for in the one complete <answer>...</answer> pair (any case, stray tags tolerated), else in
+# the whole text, so that an answer model that ignores the tags is still read.
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 # "answer is (B)", "Answer: C", "option D", "Best option: (A"
 _STATED = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*\(?\s*([A-J])\b")

@@ -22,7 +22,7 @@ clip's time is stated rather than implied.
 
 Rows go to ``predictions.jsonl`` as they are made (resumable: a killed run continues, an item
 whose question, options, answer, evidence, prompts, frame settings or ``gta.*`` values changed
-is redone, via :func:`~museg_lit.evaluation.runner.item_key`); ``metrics.json`` holds
+is redone, via :func:`~museg_lit.evaluation.store.item_key`); ``metrics.json`` holds
 :func:`~museg_lit.evaluation.qa.metrics.qa_metrics`; ``gta_timeline.png`` the picture.
 
 Departures from LongVTG-R1 (no public code: a reconstruction): the grounding query wording, the
@@ -40,31 +40,27 @@ from dataclasses import asdict
 from pathlib import Path
 
 from museg_lit.data.annotations import AnnotationError
-from museg_lit.data.datamodule import FrameSpec
+from museg_lit.data.frames import FrameSpec
 from museg_lit.data.skips import missing_videos, resolve_video
 from museg_lit.data.video import VideoClip, VideoDecodeError, load_video_window
+from museg_lit.evaluation.decode import DecodedVideo, decode_groups, group_by_video, iter_batches
+from museg_lit.evaluation.generate import generate_answers
 from museg_lit.evaluation.metrics import parse_prediction
 from museg_lit.evaluation.qa.answers import grounding_question, mc_question, parse_option_letter, window_note
 from museg_lit.evaluation.qa.loaders import QA_FORMATS, QAItem, load_qa
 from museg_lit.evaluation.qa.metrics import qa_metrics
 from museg_lit.evaluation.qa.window import answer_window
-from museg_lit.evaluation.runner import (
+from museg_lit.evaluation.runner import fill_store
+from museg_lit.evaluation.sources import MissingVideosError
+from museg_lit.evaluation.store import (
     META_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
-    DecodedVideo,
-    EvalItem,
-    EvalResult,
-    MissingVideosError,
     PredictionStore,
-    _read_meta,
-    decode_groups,
-    fill_store,
-    generate_answers,
-    group_by_video,
     item_key,
-    iter_batches,
+    read_meta,
 )
+from museg_lit.evaluation.types import EvalItem, EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +180,7 @@ class GroundThenAnswerRunner:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         meta_path, settings = self.output_dir / META_FILE, self.settings(model_id)
         if self.resume and self.store.path.exists() and meta_path.exists():
-            old = _read_meta(meta_path)
+            old = read_meta(meta_path)
             diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings[k])))
             if diff:
                 raise ValueError(f"{self.output_dir} holds predictions made with other settings (differ: "
