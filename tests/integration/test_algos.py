@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import lightning as L
 import pytest
 import torch
 
@@ -238,3 +239,43 @@ def test_dr_grpo_aggregates_over_a_constant_and_does_not_scale_advantages(tmp_pa
         assert call["out"].loss.item() == pytest.approx(tokens.sum().item() / (n * 12), abs=1e-6)
     assert any(bool((s.group_std > 0).any()) and not torch.allclose(s.group_std, torch.ones_like(s.group_std))
                for s in seen["scored"])  # scaling would have changed these advantages
+
+
+def test_replay_position_continues_across_a_resume(tmp_path, synthetic_data, tiny_checkpoint):
+    # num_iterations 2, batch 1, unshuffled: batches 0 0 1 1 2 2 ...; a checkpoint after 3 steps (inside
+    # group 1), resumed: Lightning's batch_idx must go on at the sampler's position, so step 4 is the repeat of
+    # step 3's batch (scored afresh: rollouts are not in the checkpoint), step 6 a replay of step 5's
+    ckpt = tmp_path / "mid_group.ckpt"
+
+    class SaveAtStep3(L.Callback):  # as the checkpoint callback does: inside the step's batch-end hook
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3 and not ckpt.exists():
+                trainer.save_checkpoint(ckpt)
+
+    def fit(max_steps, resume=None):
+        cfg = compose(_overrides(tmp_path, synthetic_data, tiny_checkpoint, "algo.num_iterations=2",
+                                 "rollout.max_new_tokens=4", "rollout.num_generations=2", "data.batch_size=1",
+                                 "data.shuffle=false", f"trainer.max_steps={max_steps}"))
+        run = _run(cfg, length_variance_reward, recorder=SaveAtStep3())
+        seen, position, fresh = [], run.module._replay_position, run.module._fresh_rollouts
+
+        def recorded_position(batch_idx):
+            seen.append({"batch_idx": batch_idx, "position": position(batch_idx), "fresh": False})
+            return seen[-1]["position"]
+
+        def recorded_fresh(batch, timings):
+            seen[-1].update(fresh=True, ids=[s.idx for s in batch.samples])
+            return fresh(batch, timings)
+
+        run.module._replay_position, run.module._fresh_rollouts = recorded_position, recorded_fresh
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
+        return seen
+
+    before = fit(4)[:3]
+    after = fit(6, ckpt)
+    assert [(r["batch_idx"], r["position"], r["fresh"]) for r in before] == [
+        (0, (0, 0, 0), True), (1, (0, 1, 0), False), (2, (1, 0, 0), True)]
+    assert [(r["batch_idx"], r["position"], r["fresh"]) for r in after] == [
+        (3, (1, 1, 0), True), (4, (2, 0, 0), True), (5, (2, 1, 0), False)]
+    assert after[0]["ids"] == before[2]["ids"]  # the resumed step repeats the batch of step 3
+    assert after[1]["ids"] != before[2]["ids"]
