@@ -35,9 +35,10 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,26 @@ def _read_json_list(path: Path, what: str) -> list:
     return data
 
 
+def jsonl_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed row)`` of every non-blank line of a JSONL file; a line that is not JSON
+    (or a missing / non-UTF-8 file) is an :class:`AnnotationError` naming ``file:line``."""
+    path = Path(path)
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def json_list_rows(path: str | Path, what: str) -> Iterator[tuple[str, Any]]:
+    """``(file[i], row)`` of a file holding one JSON list of ``what``."""
+    path = Path(path)
+    for i, row in enumerate(_read_json_list(path, what)):
+        yield f"{path}[{i}]", row
+
+
 def _require(obj: dict, key: str, where: str):
     if key not in obj:
         raise AnnotationError(f"{where}: missing key {key!r}")
@@ -256,14 +277,8 @@ def load_museg_jsonl(
     path = Path(path)
     report = report if report is not None else LoadReport()
     samples: list[GroundingSample] = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, obj in jsonl_rows(path):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AnnotationError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise AnnotationError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         sample = _to_sample(

@@ -40,7 +40,6 @@ Formats (``data.qa_format``), each schema checked against its primary source:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from museg_lit.data.annotations import AnnotationError
+from museg_lit.data.annotations import AnnotationError, json_list_rows, jsonl_rows
 
 __all__ = ["QA_FORMATS", "QAItem", "letter", "load_qa"]
 
@@ -88,27 +87,9 @@ class QAItem:
 
 def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
     """``(where, row)`` of a JSON list (``file[i]``) or a JSONL file (``file:line``)."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: not UTF-8 (byte {exc.start})") from None
     if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AnnotationError(f"{path}:{n}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-        return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
-    for i, row in enumerate(data):
-        yield f"{path}[{i}]", row
+        return ((f"{path}:{n}", row) for n, row in jsonl_rows(path))
+    return json_list_rows(path, "questions")
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
