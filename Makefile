@@ -1,9 +1,11 @@
 # museg_lit — common commands. `make help` lists them.
 PYTHON ?= python
-MLFLOW_DB ?= logs/mlflow.db
+# the store the runs write to: $MUSEG_ROOT/logs when MUSEG_ROOT is set (conf/paths/default.yaml), else ./logs
+LOG_DIR ?= $(if $(MUSEG_ROOT),$(MUSEG_ROOT),.)/logs
+MLFLOW_DB ?= $(LOG_DIR)/mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-all lint format train train-stage1 train-stage2 mlflow-ui data etbench-videos clean
+.PHONY: help install test test-fast test-all test-docs test-slurm lint format train train-stage1 train-stage2 mlflow-ui data etbench-videos clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -19,8 +21,14 @@ test: ## run the default test suite (no network, no GPU, no slow tests)
 test-fast: ## unit + config tiers only (tests/unit: no training steps, no slow tests), < 2 min on 2 cores
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/unit -m "not slow and not gpu and not integration" -q
 
-test-all: ## run every CPU test, slow ones included
+test-all: ## run every CPU test, slow ones, the documented commands and the SLURM tier included
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not gpu"
+
+test-docs: ## run every CPU command of the README as written (MUSEG_ROOT in a temp folder); CI runs it after `make test`
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/docs -m docs
+
+test-slurm: ## bring up a real single-node SLURM cluster here (installs slurm-wlm + munge if absent; root), run tests/slurm, tear it down
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/slurm -m slurm
 
 lint: ## ruff lint of src and tests
 	$(PYTHON) -m ruff check src tests experiments
@@ -39,7 +47,7 @@ train-stage2: ## MUSEG stage 2 from a stage-1 export (MODEL=<stage-1 export dir>
 	$(PYTHON) -m museg_lit.train +experiment=stage2 model.path=$(MODEL) trainer=gpu
 
 mlflow-ui: ## serve the runs' MLflow store on http://127.0.0.1:5000
-	$(PYTHON) -m mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root logs/mlartifacts --host 127.0.0.1 --port 5000
+	$(PYTHON) -m mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --default-artifact-root $(LOG_DIR)/mlartifacts --host 127.0.0.1 --port 5000
 
 data: ## download MUSEG's annotation files (train, grounding eval, E.T. Bench) into data/museg (videos: see README)
 	$(PYTHON) -m museg_lit.data.download --out data/museg
@@ -103,3 +111,7 @@ bench-checksum: ## cost of the SHA-256 in each checkpoint record (vs CRC-32, BLA
 .PHONY: bench-decode
 bench-decode: ## decode benchmark: load_video vs qwen-vl-utils (decord) vs ffmpeg; writes experiments/results/bench_decode.{md,json}
 	$(PYTHON) experiments/bench_decode.py $(BENCH_ARGS)
+
+.PHONY: bench-local-sweep
+bench-local-sweep: ## the README's 2-job sweep: one after another vs parallel local processes (threads capped / every core); writes experiments/results/bench_local_sweep.md
+	$(PYTHON) experiments/bench_local_sweep.py $(BENCH_ARGS)

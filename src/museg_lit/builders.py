@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from museg_lit.checkpoint_config import resolved_config, standalone_resume
 from museg_lit.checkpointing import check_resume, find_resume_checkpoint
 from museg_lit.data.datamodule import GroundingDataModule
+from museg_lit.distributed.allocation import apply_cpu_allocation
 from museg_lit.errors import ConfigError
 from museg_lit.models.factory import load_processor
 from museg_lit.module import GRPOModule
@@ -119,6 +120,7 @@ def build_training(cfg: DictConfig) -> TrainingRun:
     """
     check_config(cfg)
     check_writable(output_folders(cfg))
+    apply_cpu_allocation()  # a launcher's job uses the CPUs it was given, not every core of the node
     spec = instantiate(cfg.model)
     if cfg.rollout.get("share_prefix", True) and spec.attn_implementation.startswith("flash"):
         raise ConfigError(f"rollout.share_prefix=true packs each prompt with its completions under a block mask, "

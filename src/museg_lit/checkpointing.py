@@ -54,7 +54,6 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
-from omegaconf import OmegaConf
 
 from museg_lit.checkpoint_config import standalone_resume
 from museg_lit.checkpoint_record import (
@@ -109,13 +108,11 @@ def run_dir(parent: str, run_name: str | None, overrides: Sequence[str], resume)
 
 
 def register_resolvers() -> None:
-    """``${museg.run_dir:<parent>,<run_name>,<overrides>,<resume>}`` (:func:`run_dir`) and
-    ``${museg.run_dir_name:<run_name>,<overrides>}`` for ``hydra.run.dir`` (conf/train.yaml)."""
-    if not OmegaConf.has_resolver("museg.run_dir_name"):
-        OmegaConf.register_new_resolver(
-            "museg.run_dir_name", lambda name, overrides: run_dir_name(name, list(overrides or [])))
-    if not OmegaConf.has_resolver("museg.run_dir"):
-        OmegaConf.register_new_resolver("museg.run_dir", run_dir)
+    """Every ``museg.*`` resolver, ``museg.run_dir`` / ``museg.run_dir_name`` (``hydra.run.dir``,
+    conf/train.yaml) among them: :func:`museg_lit.resolvers.register_resolvers`."""
+    from museg_lit.resolvers import register_resolvers as register_all
+
+    register_all()
 
 
 # ---------------------------------------------------------------- finding a checkpoint to resume

@@ -4,7 +4,8 @@ MLflow run per run directory.
 Lightning's ``MLFlowLogger`` logs the metrics; this module adds what a researcher needs to compare
 runs in the MLflow UI: every composed config key as a param (flattened, ``model.path``), the exact
 YAML the run used, the command-line overrides as tags (``override.<key>``; in a Hydra sweep also
-``sweep_id``, ``sweep_dir`` and ``job_num``, so a sweep's runs filter and compare side by side), and
+``sweep_id``, ``sweep_dir`` and ``job_num``, so a sweep's runs filter and compare side by side; in a
+SLURM job ``slurm_job_id`` and, for a sweep's array, ``slurm_array_job``), and
 every N steps a table of sampled completions with their rewards.
 
 Resume: the MLflow run id is written to ``<run dir>/mlflow_run_id`` when the run starts (and into
@@ -147,6 +148,26 @@ def sweep_tags() -> dict[str, str]:
     return {"sweep_id": Path(str(hc.sweep.dir)).name, "sweep_dir": str(hc.sweep.dir), "job_num": str(hc.job.num)}
 
 
+def cluster_tags(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where a SLURM job ran, so that a run in the UI leads to its job (``sacct -j``, the job's
+    ``.submitit/<id>`` logs): ``slurm_job_id``, for an array task ``slurm_array_job`` =
+    ``<array job id>_<task id>`` (a sweep's jobs share the array id), and ``slurm_restart_count``
+    once the job was requeued (preemption / timeout); empty outside SLURM.
+
+    >>> cluster_tags({"SLURM_JOB_ID": "12", "SLURM_ARRAY_JOB_ID": "11", "SLURM_ARRAY_TASK_ID": "1"})
+    {'slurm_job_id': '12', 'slurm_array_job': '11_1'}
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("SLURM_JOB_ID"):
+        return {}
+    tags = {"slurm_job_id": env["SLURM_JOB_ID"]}
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        tags["slurm_array_job"] = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    if env.get("SLURM_RESTART_COUNT"):
+        tags["slurm_restart_count"] = env["SLURM_RESTART_COUNT"]
+    return tags
+
+
 def run_label(run_dir: str | Path, run_name: str | None = None) -> str:
     """The MLflow run name of a new run: ``<run_name or sweep id>/<job num>`` in a sweep, else the run
     directory's name (which is ``run_name`` when given)."""
@@ -204,7 +225,7 @@ def start_tracking(loggers: list, cfg: DictConfig, *, run_dir: str | Path, overr
             run_id = lg.run_id  # creates the experiment and the run on first access
         remember_run_id(run_dir, run_id)
         client = lg.experiment
-        tags = {"run_dir": str(run_dir), **sweep_tags(), **override_tags(overrides)}
+        tags = {"run_dir": str(run_dir), **sweep_tags(), **cluster_tags(), **override_tags(overrides)}
         if resumed_from is not None:
             previous = client.get_run(run_id).data.tags.get("resume_count", "0")
             tags.update(resumed_from=str(resumed_from), resume_count=str(int(previous) + 1))

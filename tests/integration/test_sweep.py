@@ -20,14 +20,20 @@ from museg_lit.config import CONF_DIR
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SWEPT = "reward.phases.main.weights.segment_matching"
 
 
-def test_two_job_sweep_through_submitit_local(tmp_path, synthetic_data, tiny_checkpoint):
+@pytest.mark.parametrize("launcher,museg_root", [("basic", True), ("submitit_local", False)],
+                         ids=["basic-MUSEG_ROOT", "submitit_local-cwd"])
+def test_two_job_sweep(tmp_path, synthetic_data, tiny_checkpoint, launcher, museg_root):
+    """A 2-job reward-weight sweep as a user starts it: no ``paths.*`` key on the command line, from a
+    directory that is not the repository; everything lands under ``MUSEG_ROOT`` when it is set, else
+    under the directory the command ran from (the keys below only make the jobs small)."""
+    cwd, root = tmp_path / "cwd", tmp_path / "root"
+    cwd.mkdir()
     cmd = [
-        sys.executable, "-m", "museg_lit.train", "-m", "hydra/launcher=submitit_local",
-        "+experiment=stage1", "model=tiny", "data=synthetic", f"paths.root_dir={tmp_path}",
+        sys.executable, "-m", "museg_lit.train", "-m", f"hydra/launcher={launcher}",
+        "+experiment=stage1", "model=tiny", "data=synthetic",
         f"model.path={tiny_checkpoint}", "model.gradient_checkpointing=false",
         f"data.annotation_file={synthetic_data}/train.jsonl", f"data.video_root={synthetic_data}", "data.synthetic=null",
         "data.frames.min_pixels=3136", "data.frames.max_pixels=3136", "data.frames.total_pixels=null",
@@ -35,28 +41,35 @@ def test_two_job_sweep_through_submitit_local(tmp_path, synthetic_data, tiny_che
         "data.global_batch_size=1", "trainer.enable_progress_bar=false", "rollout.num_generations=2",
         "rollout.max_new_tokens=4", f"{SWEPT}=0.5,1.0",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {k: v for k, v in os.environ.items() if k != "MUSEG_ROOT"}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    if museg_root:
+        env["MUSEG_ROOT"] = str(root)
+    logs_root = root if museg_root else cwd
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    print(f"2-job submitit_local sweep: {time.perf_counter() - start:.1f} s")
-    sweep_dirs = list((tmp_path / "logs" / "museg_stage1" / "multiruns").iterdir())
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    print(f"2-job {launcher} sweep: {time.perf_counter() - start:.1f} s")
     logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.rglob(".submitit/*/*.err"))
     assert proc.returncode == 0, proc.stderr[-3000:] + logs
+    assert not (museg_root and (cwd / "logs").exists())  # nothing next to the command when MUSEG_ROOT is set
+    (sweep_dir,) = (logs_root / "logs" / "museg_stage1" / "multiruns").iterdir()
+    assert (sweep_dir / "multirun.yaml").is_file()
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/logs/mlflow.db")
+    client = MlflowClient(f"sqlite:///{logs_root}/logs/mlflow.db")
     experiment = client.get_experiment_by_name("museg_stage1")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 2
-    (sweep_dir,) = sweep_dirs
     assert {r.data.tags["sweep_id"] for r in runs} == {sweep_dir.name}
+    assert {r.data.tags["sweep_dir"] for r in runs} == {str(sweep_dir)}
+    assert sorted(r.data.tags["job_num"] for r in runs) == ["0", "1"]
     assert sorted(r.data.params[SWEPT] for r in runs) == ["0.5", "1.0"]
     assert sorted(r.data.tags[f"override.{SWEPT}"] for r in runs) == ["0.5", "1.0"]
     assert sorted(r.info.run_name for r in runs) == [f"{sweep_dir.name}/0", f"{sweep_dir.name}/1"]
     for run in runs:
         assert run.info.status == "FINISHED" and "train/reward" in run.data.metrics
         job_dir = Path(run.data.tags["run_dir"])
-        assert job_dir.parent == sweep_dir and (job_dir / "mlflow_run_id").read_text().strip() == run.info.run_id
+        assert job_dir == sweep_dir / run.data.tags["job_num"]
+        assert (job_dir / "mlflow_run_id").read_text().strip() == run.info.run_id
         assert (job_dir / "checkpoints" / "step_00000002.ckpt").exists()  # the final checkpoint
 
 
@@ -71,7 +84,8 @@ def test_slurm_launcher_builds_one_multi_node_job(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
     from submitit.slurm.slurm import SlurmExecutor
 
-    cfg = _hydra_compose([f"paths.root_dir={tmp_path}", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+    monkeypatch.chdir(tmp_path)
+    cfg = _hydra_compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
                           "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4"])
     launcher = instantiate(cfg.hydra.launcher)
     params = launcher.params
@@ -93,7 +107,8 @@ def test_slurm_launcher_builds_one_multi_node_job(tmp_path, monkeypatch):
 def test_trainer_takes_its_shape_from_the_slurm_allocation(tmp_path, monkeypatch):
     from museg_lit.builders import cluster_plugins
 
-    cfg = _hydra_compose([f"paths.root_dir={tmp_path}"])
+    monkeypatch.chdir(tmp_path)
+    cfg = _hydra_compose([])
     assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (1, 1)
     assert cfg.trainer.use_distributed_sampler is False and cluster_plugins() == []
     # inside the job submitit started: the allocation's nodes x tasks per node, and Lightning's SLURM
@@ -103,7 +118,8 @@ def test_trainer_takes_its_shape_from_the_slurm_allocation(tmp_path, monkeypatch
     monkeypatch.setenv("SLURM_NTASKS", "16")
     monkeypatch.setenv("SLURM_JOB_NAME", "museg")
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    cfg = _hydra_compose([f"paths.root_dir={tmp_path}"])
+    monkeypatch.chdir(tmp_path)
+    cfg = _hydra_compose([])
     assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 8)
     (plugin,) = cluster_plugins()
     assert type(plugin).__name__ == "SLURMEnvironment" and plugin.auto_requeue is False
