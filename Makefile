@@ -28,7 +28,7 @@ test-docs: ## run every CPU command of the README as written (MUSEG_ROOT in a te
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/docs -m docs
 
 test-slurm: ## bring up a real single-node SLURM cluster here (installs slurm-wlm + munge if absent; root), run tests/slurm, tear it down
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/slurm -m slurm
+	MUSEG_REQUIRE_SLURM=1 HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/slurm -m slurm -s
 
 lint: ## ruff lint of src and tests
 	$(PYTHON) -m ruff check src tests experiments

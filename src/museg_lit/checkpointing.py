@@ -107,14 +107,6 @@ def run_dir(parent: str, run_name: str | None, overrides: Sequence[str], resume)
     return str(output_dir) if output_dir else f"{parent}/{run_dir_name(run_name, list(overrides or []))}"
 
 
-def register_resolvers() -> None:
-    """Every ``museg.*`` resolver, ``museg.run_dir`` / ``museg.run_dir_name`` (``hydra.run.dir``,
-    conf/train.yaml) among them: :func:`museg_lit.resolvers.register_resolvers`."""
-    from museg_lit.resolvers import register_resolvers as register_all
-
-    register_all()
-
-
 # ---------------------------------------------------------------- finding a checkpoint to resume
 class ResumeError(ValueError):
     """The ``resume`` setting cannot be honoured (one line for the user, no traceback)."""

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.data.synthetic import generate_synthetic_dataset
+from museg_lit.distributed.allocation import apply_cpu_allocation
 from museg_lit.errors import user_errors
 from museg_lit.evaluation.runner import load_eval_model, log_eval_run
 from museg_lit.schema import check_eval_config
@@ -29,6 +30,7 @@ from museg_lit.tracking import log_run_config
 def main(cfg: DictConfig) -> float:
     with user_errors(FileNotFoundError, AnnotationError, NotImplementedError, ValueError):  # one line, exit 2
         check_eval_config(cfg)
+        apply_cpu_allocation()  # a launcher's job uses the CPUs it was given
         if cfg.data.get("synthetic") and not Path(cfg.data.annotation_file).exists():
             synthetic = instantiate(cfg.data.synthetic)  # a generated split, written once
             synthetic.generate() if hasattr(synthetic, "generate") else generate_synthetic_dataset(synthetic)

@@ -8,7 +8,7 @@ launchers resolve ``hydra.sweep.dir`` (and the submitit launchers ``submitit_fol
 launching process, before any job; ``hydra.sweep.dir`` -> ``paths.log_dir`` -> ``paths.root_dir``,
 so a root of ``${oc.env:MUSEG_ROOT,${hydra:runtime.cwd}}`` failed there ("HydraConfig was not set"),
 with or without ``MUSEG_ROOT``: OmegaConf resolves a resolver's default argument before the
-resolver runs. :func:`root_dir` gives the same directory in both places without Hydra's singleton.
+resolver runs. :func:`root_dir` needs no Hydra singleton, and gives every job the launch's root.
 """
 
 from __future__ import annotations
@@ -24,19 +24,17 @@ ROOT_ENV = "MUSEG_ROOT"
 
 
 def root_dir() -> str:
-    """``$MUSEG_ROOT`` (made absolute) if set and non-empty, else the directory Hydra was started
-    from: ``hydra.runtime.cwd`` once Hydra's config is set (inside a job, also a submitit job
-    started elsewhere), else the current directory (the launching process: the same directory,
-    since the project never lets Hydra change it, ``hydra.job.chdir=false``)."""
+    """``$MUSEG_ROOT`` (made absolute) if set and non-empty, else the current directory.
+
+    Registered with ``use_cache=True``: the value is computed once per config, in the process that
+    composes it. A multirun's launching process resolves it first (for ``hydra.sweep.dir``), and
+    Hydra copies the launching config's resolver cache into every job's config
+    (``ConfigLoader.load_sweep_config``, the mechanism that keeps ``${now:...}`` equal across
+    jobs), so a job gets the launch's root even when it runs elsewhere (a SLURM ``setup`` line
+    that changes directory, another ``MUSEG_ROOT`` on the compute node)."""
     env = os.environ.get(ROOT_ENV, "").strip()
     if env:
         return str(Path(env).expanduser().absolute())
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        cwd = OmegaConf.select(HydraConfig.get(), "runtime.cwd", default=None)
-        if cwd:
-            return str(cwd)
     return os.getcwd()
 
 
@@ -70,7 +68,9 @@ def register_resolvers() -> None:
 
         return checkpointing_run_dir_name(run_name, list(overrides or []))
 
-    for name, fn in (("museg.root", root_dir), ("museg.at_least_one", at_least_one),
-                     ("museg.run_dir", run_dir), ("museg.run_dir_name", run_dir_name)):
+    if not OmegaConf.has_resolver("museg.root"):
+        OmegaConf.register_new_resolver("museg.root", root_dir, use_cache=True)
+    for name, fn in (("museg.at_least_one", at_least_one), ("museg.run_dir", run_dir),
+                     ("museg.run_dir_name", run_dir_name)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

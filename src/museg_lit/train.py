@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from museg_lit.builders import build_training
 from museg_lit.checkpoint_config import resumed_config
-from museg_lit.checkpointing import CheckpointSaveError, ResumeError, RunFinished, register_resolvers
+from museg_lit.checkpointing import CheckpointSaveError, ResumeError, RunFinished
 from museg_lit.data.annotations import AnnotationError
 from museg_lit.errors import user_errors
 from museg_lit.schema import check_config
@@ -29,7 +29,6 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device`")
 # conf/hydra/launcher/submitit_local.yaml shares its name with the plugin's schema, which validates it
 warnings.filterwarnings("ignore", message=r"'hydra/launcher/submitit_local' is validated against ConfigStore schema")
-register_resolvers()  # hydra.run.dir (conf/train.yaml) names the run directory with it
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

@@ -5,7 +5,7 @@ The commands are collected from the documentation (:mod:`tests.docs.commands`), 
 a command added to the README runs in this test unless it is listed in :data:`NOT_RUN_HERE` with
 the reason it cannot run on a CPU machine without network. The only additions are the documented
 environment ``MUSEG_ROOT`` (everything a command writes goes to a temporary folder instead of the
-clone) and ``HF_HUB_OFFLINE=1``; the commands run from the repository root, as the README says,
+clone, which must stay as it was) and ``HF_HUB_OFFLINE=1``; the commands run from the repository root, as the README says,
 exactly as written. Multirun commands are then checked against the README's promises (one sweep
 folder, one job folder and one MLflow run per job, named and tagged by the sweep), and servers
 (``make mlflow-ui``) run last, until they answer, and must show the runs the commands above made.
@@ -87,6 +87,14 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
+def _clone_state() -> set[str]:
+    """Untracked and ignored paths of the clone (``git status``): a command must add none of them."""
+    out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return {line[3:] for line in out.splitlines() if line[:2] in ("??", "!!")
+            and "__pycache__" not in line and ".egg-info" not in line}
+
+
 def _sweep_dirs(root: Path) -> set[Path]:
     return set(root.glob("logs/*/multiruns/*"))
 
@@ -102,7 +110,7 @@ def test_every_command_is_run_or_listed_with_its_reason():
 
 @pytest.mark.parametrize("command", ORDERED, ids=[c.text[:90] for c in ORDERED])
 def test_documented_command_runs_as_written(command: DocCommand, museg_root: Path):
-    repo_logs_before = set((REPO_ROOT / "logs").glob("*")) if (REPO_ROOT / "logs").exists() else set()
+    clone_before = _clone_state()
     if command.text in SERVERS:
         _check_server(command, SERVERS[command.text], museg_root)
         return
@@ -114,8 +122,8 @@ def test_documented_command_runs_as_written(command: DocCommand, museg_root: Pat
     assert proc.returncode == 0, f"{command}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
     if _is_multirun(command.text):
         _check_sweep(command, _sweep_dirs(museg_root) - sweeps_before, museg_root)
-    repo_logs_after = set((REPO_ROOT / "logs").glob("*")) if (REPO_ROOT / "logs").exists() else set()
-    assert repo_logs_after == repo_logs_before, f"{command} wrote into the clone despite MUSEG_ROOT"
+    added = _clone_state() - clone_before
+    assert not added, f"{command} wrote into the clone despite MUSEG_ROOT: {sorted(added)[:10]}"
 
 
 def _is_multirun(command: str) -> bool:
@@ -164,7 +172,15 @@ def _get_json(url: str) -> dict:
 
 
 def _check_server(command: DocCommand, url: str, root: Path) -> None:
-    """Start the server as written, wait until it answers, check it serves this root's runs, stop it."""
+    """Start the server as written, wait until it answers, check it serves this root's runs, stop it.
+    Runs after the other commands (it needs their runs in the store)."""
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(url)
+    with socket.socket() as probe:
+        if probe.connect_ex((address.hostname, address.port)) == 0:
+            pytest.fail(f"{command}: something already listens on {url}; stop it and rerun")
     proc = subprocess.Popen(["bash", "-c", command.text], cwd=REPO_ROOT, env=_env(root), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:

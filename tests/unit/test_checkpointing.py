@@ -55,8 +55,8 @@ def test_run_dir_resolver_in_the_train_config(tmp_path):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from museg_lit.checkpointing import register_resolvers
     from museg_lit.config import CONF_DIR
+    from museg_lit.resolvers import register_resolvers
 
     register_resolvers()
     overrides = [f"paths.root_dir={tmp_path}", "seed=3"]
@@ -76,8 +76,8 @@ def test_resume_from_a_checkpoint_alone_takes_its_stored_config_and_directory(tm
     from omegaconf import OmegaConf
 
     from museg_lit.checkpoint_config import resumed_config, standalone_resume
-    from museg_lit.checkpointing import register_resolvers
     from museg_lit.config import CONF_DIR
+    from museg_lit.resolvers import register_resolvers
 
     register_resolvers()
     stored = {"paths": {"output_dir": "/runs/a"}, "seed": 7, "resume": "auto", "run_name": None,

@@ -8,12 +8,13 @@ both entry points, every launcher and every experiment, with and without ``MUSEG
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from museg_lit.config import CONF_DIR
 from museg_lit.resolvers import at_least_one, root_dir
@@ -72,31 +73,56 @@ def test_every_experiment_launches(tmp_path, monkeypatch, experiment, launcher):
     assert Path(sweep_dir).parent == tmp_path / "logs" / cfg.task_name / "multiruns"
 
 
-def test_no_hydra_resolver_is_reachable_from_the_launching_process():
-    """The static rule behind the tests above: the keys a launching process resolves (every
-    ``paths`` key but ``output_dir``, the job's own folder) use no ``${hydra:...}``."""
-    for path in sorted((CONF_DIR / "paths").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        for key in node:
-            if key != "output_dir":
-                assert "${hydra:" not in str(node._get_node(key)._value()), f"{path.name}: {key}"
+# keys that only a job resolves (its own folder, the data choice of an evaluation): (file, dotted key)
+JOB_ONLY = {("paths/default.yaml", "output_dir"), ("eval.yaml", "dataset")}
 
 
-def test_root_dir_is_the_launch_directory_in_a_job_started_elsewhere(tmp_path, monkeypatch):
-    """Inside a job (Hydra's config set) the root is the directory Hydra was started from, even when
-    the job's process runs elsewhere; MUSEG_ROOT wins over both and is made absolute."""
+def _hydra_interpolations(node, prefix=""):
+    """(dotted key, value) of every ``${hydra:...}`` in a loaded YAML tree, outside its ``hydra:`` node."""
+    from omegaconf import DictConfig, ListConfig
+
+    keys = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        child = node._get_node(key)
+        dotted = f"{prefix}{key}"
+        if dotted == "hydra":
+            continue
+        if isinstance(child, (DictConfig, ListConfig)):
+            yield from _hydra_interpolations(child, dotted + ".")
+        elif "${hydra:" in str(child._value()):
+            yield dotted, str(child._value())
+
+
+def test_no_hydra_resolver_outside_the_keys_only_a_job_resolves():
+    """The static rule behind the tests above, over every file of conf/: ``${hydra:...}`` only in keys
+    that a launching process never resolves."""
+    found = {(str(p.relative_to(CONF_DIR)), key): value for p in sorted(CONF_DIR.rglob("*.yaml"))
+             for key, value in _hydra_interpolations(OmegaConf.load(p))}
+    assert set(found) <= JOB_ONLY, {k: v for k, v in found.items() if k not in JOB_ONLY}
+    assert set(found) == JOB_ONLY  # the list is not stale
+
+
+def test_a_job_gets_the_launch_root_even_when_it_runs_elsewhere(tmp_path, monkeypatch):
+    """Hydra rebuilds each job's config and copies the launching config's resolver cache into it
+    (``load_sweep_config``); ``museg.root`` is cached, so a job that runs in another directory (or
+    sees another MUSEG_ROOT) keeps the launch's root. MUSEG_ROOT wins over the directory and is made
+    absolute; an empty one counts as unset."""
+    launch, elsewhere = tmp_path / "launch", tmp_path / "elsewhere"
+    launch.mkdir(), elsewhere.mkdir()
     monkeypatch.delenv("MUSEG_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert root_dir() == str(tmp_path)
-    cfg = _compose("train", [])
-    with open_dict(cfg.hydra):
-        cfg.hydra.runtime.cwd = "/launch/dir"
-    HydraConfig.instance().set_config(cfg)
-    assert root_dir() == "/launch/dir"
+    monkeypatch.chdir(launch)
+    master = _compose("train", ["hydra/launcher=submitit_local"])
+    sweep_dir, _ = _launching_process_view(master)  # resolves paths.root_dir in the launching process
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MUSEG_ROOT", str(tmp_path / "other"))
+    job = _compose("train", ["hydra/launcher=submitit_local"])
+    OmegaConf.copy_cache(from_config=master, to_config=job)  # what load_sweep_config does
+    assert job.paths.root_dir == str(launch) and job.hydra.sweep.dir == sweep_dir
+    assert _compose("train", []).paths.root_dir == str(tmp_path / "other")  # a new composition: its own
     monkeypatch.setenv("MUSEG_ROOT", "rel/root")
-    assert root_dir() == str(tmp_path / "rel" / "root")
-    monkeypatch.setenv("MUSEG_ROOT", "")  # empty counts as unset
-    assert root_dir() == "/launch/dir"
+    assert root_dir() == str(elsewhere / "rel" / "root")
+    monkeypatch.setenv("MUSEG_ROOT", "")
+    assert root_dir() == str(elsewhere)
 
 
 def test_slurm_tasks_per_node_follow_gpus_and_never_drop_to_zero(tmp_path, monkeypatch):
@@ -123,25 +149,29 @@ def test_doctests_of_the_launch_helpers():
 
 
 def test_a_local_sweep_job_uses_its_cpus_per_task_not_every_core(tmp_path, monkeypatch):
-    """submitit's local executor does not pass cpus_per_task on: the job reads it from its Hydra config."""
+    """submitit's local executor does not pass cpus_per_task on: the job reads it from its Hydra config,
+    and exports it (Lightning's own launcher would otherwise divide every core among its processes)."""
     import torch
 
     from museg_lit.distributed.allocation import apply_cpu_allocation
 
     monkeypatch.chdir(tmp_path)
     for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SUBMITIT_EXECUTOR"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "0")  # registers each with monkeypatch, so the test's changes are undone
+        monkeypatch.delenv(var)
     before = torch.get_num_threads()
     try:
         cfg = _compose("train", ["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"])
         HydraConfig.instance().set_config(cfg)
         assert apply_cpu_allocation() is None and torch.get_num_threads() == before  # not a launcher's job
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")  # a local sweep inside a SLURM allocation: still 1
         monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
         assert apply_cpu_allocation() == 1 and torch.get_num_threads() == 1
-        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")  # a SLURM job: its allocation
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # a SLURM job: its allocation
         assert apply_cpu_allocation() == 3 and torch.get_num_threads() == 3
-        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins
-        torch.set_num_threads(before)
+        torch.set_num_threads(before)  # the user's explicit choice wins (here: the one just exported)
         assert apply_cpu_allocation() is None and torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
