@@ -847,6 +847,34 @@ def run_model(model, enc, max_new_tokens: int = 16) -> dict[str, Any]:
     return {"prompt_length": L, "rows": rows}
 
 
+def no_mask_forward(model, enc) -> dict[str, Any]:
+    """A forward with attention_mask=None and use_cache=False (a training-style call).
+
+    4.57.1 then builds the causal mask from ``position_ids[0]`` (the temporal row of the 3D
+    positions) and ``find_packed_sequence_indices`` reads every jump != 1 in it (inside and after
+    each video group) as the start of a new packed sequence, so tokens stop attending across
+    them: the logits differ from the masked forward's.
+    """
+    import torch
+
+    keys = ("input_ids", "pixel_values_videos", "video_grid_thw")
+    with torch.no_grad():
+        model.model.rope_deltas = None
+        with_mask = model(**_model_inputs(enc), use_cache=False).logits.float()
+        model.model.rope_deltas = None
+        no_mask = model(**{k: enc[k] for k in keys}, use_cache=False).logits.float()
+        model.model.rope_deltas = None
+        no_mask_cache = model(**{k: enc[k] for k in keys}, use_cache=True).logits.float()
+    return {
+        "prompt": "p25_fps2",
+        "call": "model(input_ids, pixel_values_videos, video_grid_thw, use_cache=False) (no attention_mask)",
+        "max_abs_diff_vs_masked_forward": float((no_mask - with_mask).abs().max()),
+        "max_abs_diff_use_cache_true_vs_masked": float((no_mask_cache - with_mask).abs().max()),
+        "last_logits_first10": no_mask[0, -1, :10].tolist(),
+        "logits_sha256": sha256_bytes(no_mask[0].contiguous().numpy().tobytes()),
+    }
+
+
 def record_model(ckpt: Path, inputs: dict[str, Any], batch_enc, processor) -> tuple[dict, dict]:
     import torch
     from transformers import Qwen3VLForConditionalGeneration
@@ -867,10 +895,13 @@ def record_model(ckpt: Path, inputs: dict[str, Any], batch_enc, processor) -> tu
         model.model.rope_deltas = None
         res["batch_left_padded"] = run_model(model, batch_enc)
         res["batch_left_padded"]["prompts"] = list(BATCH)
+        res["no_attention_mask_no_cache"] = no_mask_forward(model, inputs["p25_fps2"])
         results[attn] = res
     # how far sdpa is from eager
     diffs = {}
     for name in results["eager"]:
+        if "rows" not in results["eager"][name]:
+            continue
         e, s = results["eager"][name]["rows"], results["sdpa"][name]["rows"]
         diffs[name] = {
             "same_generated_ids": all(
