@@ -25,7 +25,7 @@ test-all: ## run every CPU test, slow ones, the documented commands and the SLUR
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -m "not gpu"
 
 test-docs: ## run every CPU command of the README as written (MUSEG_ROOT in a temp folder); CI runs it after `make test`
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/docs -m docs
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/docs -m docs -s
 
 test-slurm: ## bring up a real single-node SLURM cluster here (installs slurm-wlm + munge if absent; root), run tests/slurm, tear it down
 	MUSEG_REQUIRE_SLURM=1 HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests/slurm -m slurm -s

@@ -118,7 +118,8 @@ def test_documented_command_runs_as_written(command: DocCommand, museg_root: Pat
     start = time.perf_counter()
     proc = subprocess.run(["bash", "-c", command.text], cwd=REPO_ROOT, env=_env(museg_root), text=True,
                           capture_output=True, timeout=COMMAND_TIMEOUT_S)
-    print(f"{command}: exit {proc.returncode} in {time.perf_counter() - start:.1f} s")
+    tail = [line for line in (proc.stdout + proc.stderr).splitlines() if "[HYDRA]" in line or "sweep" in line]
+    print(f"\n{command}: exit {proc.returncode} in {time.perf_counter() - start:.1f} s", *tail[-6:], sep="\n  ")
     assert proc.returncode == 0, f"{command}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
     if _is_multirun(command.text):
         _check_sweep(command, _sweep_dirs(museg_root) - sweeps_before, museg_root)
