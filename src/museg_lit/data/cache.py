@@ -9,7 +9,10 @@ settings. Its cache key hashes
 so editing or replacing the video, changing any sampling setting, or changing the decoder
 invalidates the entry (a changed key is simply a miss; old entries are never read again).
 ``total_pixels=None`` is resolved to qwen-vl-utils' default budget *before* hashing, because that
-default can be overridden by the environment variable ``VIDEO_MAX_PIXELS``.
+default can be overridden by the environment variable ``VIDEO_MAX_PIXELS`` (``MODEL_SEQ_LEN`` for
+``patch_size=16``); ``min_pixels`` / ``max_pixels`` ``None`` are resolved to the patch size's
+defaults too. ``patch_size`` (14 or 16, see :mod:`museg_lit.data.video`) is hashed only when it is
+not 14, so the keys of existing patch-14 entries are unchanged.
 
 Storage: one file per clip, ``<cache_dir>/<key[:2]>/<key>.clip``::
 
@@ -49,11 +52,9 @@ from museg_lit.data.video import (
     FPS,
     FPS_MAX_FRAMES,
     FPS_MIN_FRAMES,
-    VIDEO_MAX_PIXELS,
-    VIDEO_MIN_PIXELS,
     VideoClip,
-    default_total_pixels,
     load_video,
+    pixel_defaults,
 )
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,10 @@ def cache_key(
     fps: float = FPS,
     min_frames: int = FPS_MIN_FRAMES,
     max_frames: int = FPS_MAX_FRAMES,
-    min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
-    total_pixels: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    total_pixels: float | None = None,
+    patch_size: int = 14,
 ) -> str:
     """Hex SHA-256 of the file's identity and the sampling settings (see the module docstring).
 
@@ -97,7 +99,10 @@ def cache_key(
     """
     resolved = Path(path).resolve()
     st = resolved.stat()
-    budget = default_total_pixels() if total_pixels is None else total_pixels
+    default_min, default_max, default_total = pixel_defaults(patch_size)  # ValueError unless 14 / 16
+    min_pixels = default_min if min_pixels is None else min_pixels
+    max_pixels = default_max if max_pixels is None else max_pixels
+    budget = default_total if total_pixels is None else total_pixels
     fields_ = {
         "path": str(resolved),
         "size": st.st_size,
@@ -111,6 +116,8 @@ def cache_key(
         "decoder": DECODER_VERSION,
         "pyav": av.__version__,  # FFmpeg's colour conversion may change between releases
     }
+    if patch_size != 14:  # patch-14 keys stay those written before patch_size existed
+        fields_["patch_size"] = patch_size
     return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()
 
 
@@ -243,10 +250,11 @@ def load_video_cached(
     fps: float = FPS,
     min_frames: int = FPS_MIN_FRAMES,
     max_frames: int = FPS_MAX_FRAMES,
-    min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
-    total_pixels: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    total_pixels: float | None = None,
     timeout_s: float | None = None,
+    patch_size: int = 14,
 ) -> VideoClip:
     """:func:`~museg_lit.data.video.load_video` through the cache in ``cache_dir`` (None: no cache).
 
@@ -255,7 +263,7 @@ def load_video_cached(
     """
     settings = dict(
         fps=fps, min_frames=min_frames, max_frames=max_frames,
-        min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels,
+        min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels, patch_size=patch_size,
     )  # fmt: skip
     if cache_dir is None:
         return load_video(path, timeout_s=timeout_s, **settings)

@@ -1,4 +1,5 @@
-"""Video decoding and frame sampling, exact to qwen-vl-utils 0.0.10 ``fetch_video`` (decord backend).
+"""Video decoding and frame sampling, exact to qwen-vl-utils 0.0.10 ``fetch_video`` (decord backend),
+and with ``patch_size=16`` to qwen-vl-utils 0.0.14 ``fetch_video(..., image_patch_size=16)`` (Qwen3-VL).
 
 ``load_video(path, fps=..., ...)`` returns the frames Qwen2.5-VL sees for a video: which frames
 are sampled, how many, their resized height x width and the ``sample_fps`` passed to the
@@ -14,6 +15,32 @@ decord 0.6.0's definitions of the video it reads:
 - frame ``i`` is the frame with the ``i``-th smallest packet pts (decord sorts its index by pts);
 - frames are rotated by the display matrix in steps of 90 degrees, as decord does, and scaled to
   the stream's coded size if a frame arrives at another size.
+
+``patch_size`` (Qwen2.5-VL: 14, the default; Qwen3-VL / Qwen3.5: 16). qwen-vl-utils 0.0.14 keeps
+0.0.10's frame rules (``smart_nframes``, the float32 ``linspace(...).round()`` indices,
+``sample_fps = n / total * fps``, ``smart_resize``, the ``total_pixels / n * 2`` budget) and
+only makes the pixel arithmetic depend on ``image_patch_size``. With ``patch_size=16``:
+
+- sides are multiples of ``2 * patch_size`` = 32 (0.0.10: always 28);
+- the defaults are counted in tokens of ``(2 * patch_size)**2`` pixels: ``min_pixels`` 128 tokens
+  (131072), the per-frame cap 768 tokens (786432) and ``total_pixels`` ``MODEL_SEQ_LEN`` x 0.9
+  tokens = 128000 * 32 * 32 * 0.9 (0.0.14 reads the env var ``MODEL_SEQ_LEN``, default 128000;
+  0.0.10 read a pixel count from ``VIDEO_MAX_PIXELS``, which ``patch_size=14`` still does). Pass
+  ``min_pixels`` / ``max_pixels`` as ``None`` (their default) to get the defaults of the chosen
+  patch size; with ``patch_size=14`` they are exactly the old ``VIDEO_MIN_PIXELS`` /
+  ``VIDEO_MAX_PIXELS``, so nothing changes for Qwen2.5-VL;
+- 0.0.14 returns float32 frames and ``video_metadata`` (``fps``, ``frames_indices``,
+  ``total_num_frames``). The clip still holds uint8 frames: 0.0.14 resizes the decoded uint8
+  tensor (the same torchvision call) and only then casts, so ``clip.frames.float()`` is
+  bit-identical to its frames (checked by sha256 in ``tests/unit/test_video_patch16.py``);
+  its metadata is ``video_fps`` and ``frame_indices`` (absolute source frames, also for a window),
+  and ``timestamps[k] = frame_indices[k] / video_fps``, the times Qwen3-VL's ``<t seconds>``
+  markers are computed from.
+
+Not exposed (here, as for 0.0.10): ``nframes`` and ``resized_height`` / ``resized_width``. One
+edge case differs from both releases: without ``max_pixels`` qwen-vl-utils caps a frame at
+``max(min(768 tokens, budget), int(1.05 * min_pixels))``, while ``max_pixels=None`` here also caps
+it at 768 tokens, which matters only for ``min_pixels`` above about 731 tokens.
 
 Where this module departs from qwen-vl-utils:
 
@@ -82,6 +109,9 @@ VIDEO_MIN_PIXELS = 128 * 28 * 28
 VIDEO_MAX_PIXELS = 768 * 28 * 28  # per-frame cap that `total_pixels` can only lower
 FPS = 2.0
 FPS_MIN_FRAMES = 4
+PATCH_SIZES = (14, 16)  # ViT patch: Qwen2.5-VL (qwen-vl-utils 0.0.10) and Qwen3-VL (0.0.14)
+VIDEO_MIN_TOKEN_NUM = 128  # 0.0.14's per-frame defaults, in tokens of (2 * patch)**2 pixels
+VIDEO_MAX_TOKEN_NUM = 768
 FPS_MAX_FRAMES = 768
 
 # Seek only when at least this many frames lie between the decoder and the keyframe of the next
@@ -149,6 +179,29 @@ def default_total_pixels() -> int:
     return int(float(os.environ.get("VIDEO_MAX_PIXELS", 128000 * 28 * 28 * 0.9)))
 
 
+def image_factor(patch_size: int = 14) -> int:
+    """Resized sides are multiples of this: ``patch_size`` x spatial merge (2); 28 or 32."""
+    if patch_size not in PATCH_SIZES:
+        raise ValueError(f"patch_size must be one of {PATCH_SIZES}, got {patch_size!r}")
+    return 2 * patch_size
+
+
+def pixel_defaults(patch_size: int = 14) -> tuple[int, int, float]:
+    """``(min_pixels, per-frame max_pixels, total_pixels)`` defaults for ``patch_size``.
+
+    14: qwen-vl-utils 0.0.10's ``VIDEO_MIN_PIXELS``, ``VIDEO_MAX_PIXELS`` and
+    :func:`default_total_pixels` (unchanged). 16: 0.0.14's ``fetch_video(image_patch_size=16)``,
+    128 and 768 tokens of 32 x 32 pixels and ``MODEL_SEQ_LEN * 32 * 32 * 0.9`` (env var
+    ``MODEL_SEQ_LEN``, default 128000, read at call time; kept a float as 0.0.14 does).
+    """
+    factor = image_factor(patch_size)
+    if patch_size == 14:
+        return VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS, default_total_pixels()
+    seq_len = int(float(os.environ.get("MODEL_SEQ_LEN", 128000)))
+    return (VIDEO_MIN_TOKEN_NUM * factor * factor, VIDEO_MAX_TOKEN_NUM * factor * factor,
+            seq_len * factor * factor * 0.9)
+
+
 def smart_nframes(
     total_frames: int,
     video_fps: float,
@@ -192,15 +245,17 @@ def frame_indices(total_frames: int, nframes: int) -> list[int]:
     return window_frame_indices(0, total_frames - 1, nframes)
 
 
-def video_max_pixels(nframes: int, min_pixels: int, max_pixels: float, total_pixels: float) -> float:
+def video_max_pixels(
+    nframes: int, min_pixels: int, max_pixels: float, total_pixels: float, frame_max_pixels: int = VIDEO_MAX_PIXELS
+) -> float:
     """Per-frame pixel cap for a clip of ``nframes`` frames under a ``total_pixels`` budget.
 
     ``total_pixels / nframes * 2`` (each pair of frames becomes one temporal patch), capped at
-    ``VIDEO_MAX_PIXELS``, floored at ``int(min_pixels * 1.05)``, and then lowered to the caller's
-    ``max_pixels``. The result stays a float: qwen-vl-utils compares and divides by the unrounded
+    ``frame_max_pixels`` (768 tokens: ``VIDEO_MAX_PIXELS`` for patch 14, 768 * 32 * 32 for patch
+    16), floored at ``int(min_pixels * 1.05)``, and then lowered to the caller's ``max_pixels``. The result stays a float: qwen-vl-utils compares and divides by the unrounded
     value, and rounding it would shift ``smart_resize`` at patch boundaries.
     """
-    budget = max(min(VIDEO_MAX_PIXELS, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
+    budget = max(min(frame_max_pixels, total_pixels / nframes * FRAME_FACTOR), int(min_pixels * 1.05))
     return min(max_pixels, budget)
 
 
@@ -659,10 +714,11 @@ def load_video(
     fps: float = FPS,
     min_frames: int = FPS_MIN_FRAMES,
     max_frames: int = FPS_MAX_FRAMES,
-    min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
-    total_pixels: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    total_pixels: float | None = None,
     timeout_s: float | None = None,
+    patch_size: int = 14,
 ) -> VideoClip:
     """Decode and sample ``path`` like qwen-vl-utils 0.0.10 ``fetch_video`` (decord backend).
 
@@ -670,13 +726,18 @@ def load_video(
         path: a local video file.
         fps: sampling rate in frames per second of video.
         min_frames, max_frames: bounds on the sampled frame count (snapped to even numbers).
-        min_pixels, max_pixels: per-frame area bounds for the resized frames.
+        min_pixels, max_pixels: per-frame area bounds for the resized frames; ``None`` means the
+            default of ``patch_size`` (:func:`pixel_defaults`: 128 and 768 tokens, i.e.
+            ``VIDEO_MIN_PIXELS`` / ``VIDEO_MAX_PIXELS`` for patch 14).
         total_pixels: area budget for the whole clip; ``None`` means qwen-vl-utils' default
-            (``default_total_pixels()``, 90316800).
+            (patch 14: ``default_total_pixels()``, 90316800; patch 16: 117964800).
         timeout_s: give up with ``VideoDecodeError`` once decoding has run this long. The check
             runs between packets and frames, so a hang inside a single FFmpeg call (a stalled
             network filesystem, say) is not interrupted; run the call in a worker process with a
             hard kill if that matters.
+        patch_size: the ViT patch, 14 (Qwen2.5-VL, qwen-vl-utils 0.0.10) or 16 (Qwen3-VL /
+            Qwen3.5, 0.0.14 ``image_patch_size=16``): sides become multiples of ``2 * patch_size``
+            and the pixel defaults are counted in its tokens (see the module docstring).
 
     Returns:
         A ``VideoClip`` with uint8 frames ``[T, 3, H, W]``.
@@ -686,7 +747,7 @@ def load_video(
             stream or a single frame, aspect ratio above 200, undecodable frames, timeout.
     """
     return _load(path, None, fps=fps, min_frames=min_frames, max_frames=max_frames, min_pixels=min_pixels,
-                 max_pixels=max_pixels, total_pixels=total_pixels, timeout_s=timeout_s)
+                 max_pixels=max_pixels, total_pixels=total_pixels, timeout_s=timeout_s, patch_size=patch_size)
 
 
 def frame_range(total_frames: int, video_fps: float, start: float, end: float) -> tuple[int, int, int]:
@@ -721,10 +782,11 @@ def load_video_window(
     fps: float = FPS,
     min_frames: int = FPS_MIN_FRAMES,
     max_frames: int = FPS_MAX_FRAMES,
-    min_pixels: int = VIDEO_MIN_PIXELS,
-    max_pixels: int = VIDEO_MAX_PIXELS,
-    total_pixels: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    total_pixels: float | None = None,
     timeout_s: float | None = None,
+    patch_size: int = 14,
 ) -> VideoClip:
     """Only the seconds ``[start, end]`` of ``path``, sampled like :func:`load_video` samples a
     whole video: the frame count is ``smart_nframes`` of the window's frames (:func:`frame_range`),
@@ -736,18 +798,25 @@ def load_video_window(
     ``sample_fps`` = sampled frames / window frames * video fps, what qwen-vl-utils passes for the
     window. The model's temporal positions start at the window's first frame (Qwen2.5-VL has no
     absolute clock), so callers that need the model to know *when* the window is must say so in
-    the text.
+    the text. ``patch_size`` as for :func:`load_video`; with 16 the clip equals 0.0.14's
+    ``fetch_video({"video_start": start, "video_end": end, ...}, image_patch_size=16)``.
     """
     return _load(path, (float(start), float(end)), fps=fps, min_frames=min_frames, max_frames=max_frames,
-                 min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels, timeout_s=timeout_s)
+                 min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels, timeout_s=timeout_s,
+                 patch_size=patch_size)
 
 
 def _load(path, window: tuple[float, float] | None, *, fps: float, min_frames: int, max_frames: int,
-          min_pixels: int, max_pixels: int, total_pixels: int | None, timeout_s: float | None) -> VideoClip:
+          min_pixels: int | None, max_pixels: int | None, total_pixels: float | None, timeout_s: float | None,
+          patch_size: int) -> VideoClip:
     """:func:`load_video` (``window=None``) or :func:`load_video_window`."""
     path = os.fspath(path)
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    factor = image_factor(patch_size)  # ValueError for a patch size other than 14 / 16
+    default_min, frame_max_pixels, default_total = pixel_defaults(patch_size)
+    min_pixels = default_min if min_pixels is None else min_pixels
+    max_pixels = frame_max_pixels if max_pixels is None else max_pixels
     deadline = _Deadline(path, timeout_s)
     _check_file(path)
 
@@ -768,12 +837,12 @@ def _load(path, window: tuple[float, float] | None, *, fps: float, min_frames: i
             path, f"cannot sample {count} frame(s) at {video_fps:g} fps: {e}"
         ) from e
     indices = window_frame_indices(first, last, nframes)  # the whole video: frame_indices(total_frames, nframes)
-    budget = default_total_pixels() if total_pixels is None else total_pixels
-    cap = video_max_pixels(nframes, min_pixels, max_pixels, budget)
+    budget = default_total if total_pixels is None else total_pixels
+    cap = video_max_pixels(nframes, min_pixels, max_pixels, budget, frame_max_pixels)
 
     def target_size(height: int, width: int) -> tuple[int, int]:
         try:
-            return smart_resize(height, width, min_pixels=min_pixels, max_pixels=cap)
+            return smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=cap)
         except ValueError as e:
             raise VideoDecodeError(path, f"cannot resize a {width}x{height} video: {e}") from e
 
