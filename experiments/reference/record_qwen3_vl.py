@@ -157,70 +157,13 @@ RESIZE_CASES = (
     (1, 64, 64),
 )
 
-# Qwen3-VL's added tokens in their id order (151643 ... 151668 in the released vocabulary).
-# The first 14 are special; the tool / fim / think tokens are added but not special.
-QWEN3VL_SPECIAL = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-QWEN3VL_ADDED_NOT_SPECIAL = (
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-)
-
-# Renders the text of Qwen3-VL-Instruct's chat template for system / user / assistant turns with
-# string content or lists of text / image / video parts (written here, not copied). Differences
-# from Qwen2.5-VL's: no default system prompt when the conversation has no system turn. Tools and
-# reasoning_content are not supported.
-QWEN3VL_CHAT_TEMPLATE = (
-    "{%- set counter = namespace(images=0, videos=0) -%}\n"
-    "{%- for message in messages -%}\n"
-    "  {{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
-    "  {%- if message['content'] is string -%}\n"
-    "    {{- message['content'] -}}\n"
-    "  {%- else -%}\n"
-    "    {%- for part in message['content'] -%}\n"
-    "      {%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}\n"
-    "        {%- set counter.images = counter.images + 1 -%}\n"
-    "        {%- if add_vision_id -%}{{- 'Picture ' + counter.images|string + ': ' -}}{%- endif -%}\n"
-    "        {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}\n"
-    "      {%- elif part['type'] == 'video' or 'video' in part -%}\n"
-    "        {%- set counter.videos = counter.videos + 1 -%}\n"
-    "        {%- if add_vision_id -%}{{- 'Video ' + counter.videos|string + ': ' -}}{%- endif -%}\n"
-    "        {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}\n"
-    "      {%- elif 'text' in part -%}\n"
-    "        {{- part['text'] -}}\n"
-    "      {%- endif -%}\n"
-    "    {%- endfor -%}\n"
-    "  {%- endif -%}\n"
-    "  {{- '<|im_end|>\\n' -}}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "  {{- '<|im_start|>assistant\\n' -}}\n"
-    "{%- endif -%}\n"
-)
+# Qwen3-VL's added tokens (14 special, then 12 added but not special) and our Qwen3-VL-Instruct
+# style chat template: one copy, in museg_lit.models.tokenizer (shared with museg_lit.models.tiny's
+# family="qwen3_vl" builder). Loaded from the file, so the package need not import here.
+_TOKMOD = _load_file_module("museg_tokenizer", REPO / "src" / "museg_lit" / "models" / "tokenizer.py")
+QWEN3VL_SPECIAL = _TOKMOD.QWEN3VL_SPECIAL_TOKENS
+QWEN3VL_ADDED_NOT_SPECIAL = _TOKMOD.QWEN3VL_ADDED_TOKENS
+QWEN3VL_CHAT_TEMPLATE = _TOKMOD.QWEN3VL_CHAT_TEMPLATE
 
 TINY = {
     "text": {
@@ -484,7 +427,7 @@ def build_tokenizer():
     from tokenizers.models import BPE
     from transformers import Qwen2TokenizerFast
 
-    tokmod = _load_file_module("museg_tokenizer", REPO / "src" / "museg_lit" / "models" / "tokenizer.py")
+    tokmod = _TOKMOD
     n_added = len(QWEN3VL_SPECIAL) + len(QWEN3VL_ADDED_NOT_SPECIAL)
     vocab, merges = tokmod.train_bpe(tokmod.default_corpus(), 2048 - n_added)
     tok = Tokenizer(

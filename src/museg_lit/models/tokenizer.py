@@ -43,7 +43,11 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "QWEN25VL_CHAT_TEMPLATE",
     "QWEN2_PRETOKENIZE_REGEX",
+    "QWEN3VL_ADDED_TOKENS",
+    "QWEN3VL_CHAT_TEMPLATE",
+    "QWEN3VL_SPECIAL_TOKENS",
     "SPECIAL_TOKENS",
+    "build_qwen3_vl_tokenizer",
     "build_tokenizer",
     "default_corpus",
     "train_bpe",
@@ -87,6 +91,56 @@ QWEN25VL_CHAT_TEMPLATE = (
     "  {%- if loop.first and message['role'] != 'system' -%}\n"
     "    {{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' -}}\n"
     "  {%- endif -%}\n"
+    "  {{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
+    "  {%- if message['content'] is string -%}\n"
+    "    {{- message['content'] -}}\n"
+    "  {%- else -%}\n"
+    "    {%- for part in message['content'] -%}\n"
+    "      {%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}\n"
+    "        {%- set counter.images = counter.images + 1 -%}\n"
+    "        {%- if add_vision_id -%}{{- 'Picture ' + counter.images|string + ': ' -}}{%- endif -%}\n"
+    "        {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}\n"
+    "      {%- elif part['type'] == 'video' or 'video' in part -%}\n"
+    "        {%- set counter.videos = counter.videos + 1 -%}\n"
+    "        {%- if add_vision_id -%}{{- 'Video ' + counter.videos|string + ': ' -}}{%- endif -%}\n"
+    "        {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}\n"
+    "      {%- elif 'text' in part -%}\n"
+    "        {{- part['text'] -}}\n"
+    "      {%- endif -%}\n"
+    "    {%- endfor -%}\n"
+    "  {%- endif -%}\n"
+    "  {{- '<|im_end|>\\n' -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  {{- '<|im_start|>assistant\\n' -}}\n"
+    "{%- endif -%}\n"
+)
+
+# Qwen3-VL's added tokens in their id order (151643 ... 151668 in the released vocabulary).
+# The first 14 are special; the tool / fim / think tokens are added but not special.
+QWEN3VL_SPECIAL_TOKENS: tuple[str, ...] = SPECIAL_TOKENS  # the same 14 as Qwen2.5-VL
+QWEN3VL_ADDED_TOKENS: tuple[str, ...] = (
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+)
+
+# Renders the text of Qwen3-VL-Instruct's chat template for system / user / assistant turns with
+# string content or lists of text / image / video parts (written here, not copied). Differences
+# from Qwen2.5-VL's: no default system prompt when the conversation has no system turn. Tools and
+# reasoning_content are not supported.
+QWEN3VL_CHAT_TEMPLATE = (
+    "{%- set counter = namespace(images=0, videos=0) -%}\n"
+    "{%- for message in messages -%}\n"
     "  {{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
     "  {%- if message['content'] is string -%}\n"
     "    {{- message['content'] -}}\n"
@@ -329,4 +383,49 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2048)
     got = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     if got != list(range(first_id, first_id + n_special)):  # guards against a transformers change
         raise RuntimeError(f"special tokens got unexpected ids {got}; expected {first_id}..")
+    return tokenizer
+
+
+def build_qwen3_vl_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    """The :func:`build_tokenizer` BPE with Qwen3-VL's added tokens and chat template.
+
+    Qwen3-VL's tokenizer is Qwen2.5-VL's plus 12 added, non-special tokens (tool / fim / think, see
+    :data:`QWEN3VL_ADDED_TOKENS`), appended after the 14 specials in Qwen's order; eos
+    ``<|im_end|>``, pad ``<|endoftext|>``, no bos, ``model_max_length`` 262,144 (the released
+    tokenizer_config) and :data:`QWEN3VL_CHAT_TEMPLATE` (no default system prompt). The same
+    tokenizer as ``experiments/reference/record_qwen3_vl.py`` builds for the 4.57.1 fixtures.
+
+    Args:
+        corpus: training texts; ``None`` uses :func:`default_corpus`.
+        vocab_size: upper bound on the total size *including* the 26 added tokens.
+    """
+    from transformers import AddedToken, Qwen2TokenizerFast
+
+    added_tokens = QWEN3VL_SPECIAL_TOKENS + QWEN3VL_ADDED_TOKENS
+    n_added = len(added_tokens)
+    if vocab_size <= 256 + n_added:
+        raise ValueError(f"vocab_size must exceed {256 + n_added} (byte alphabet + added tokens)")
+    vocab, merges = train_bpe(default_corpus() if corpus is None else corpus, vocab_size - n_added)
+    first_id = len(vocab)
+    added = {
+        first_id + i: AddedToken(t, special=t in QWEN3VL_SPECIAL_TOKENS, normalized=False)
+        for i, t in enumerate(added_tokens)
+    }
+    tokenizer = Qwen2TokenizerFast(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=[t for t in QWEN3VL_SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+        added_tokens_decoder=added,
+        model_max_length=262144,
+        clean_up_tokenization_spaces=False,
+        errors="replace",
+    )
+    tokenizer.chat_template = QWEN3VL_CHAT_TEMPLATE
+    got = tokenizer.convert_tokens_to_ids(list(added_tokens))
+    if got != list(range(first_id, first_id + n_added)):  # guards against a transformers change
+        raise RuntimeError(f"added tokens got unexpected ids {got}; expected {first_id}..")
     return tokenizer
