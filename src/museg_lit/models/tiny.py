@@ -378,40 +378,33 @@ def _marker(seed: int, sizes: dict[str, Any], family: str = DEFAULT_FAMILY) -> d
 def _write(tmp: Path, seed: int, sizes: dict[str, Any]) -> int:
     """Write the whole checkpoint into ``tmp``; return the parameter count."""
     tokenizer = build_tokenizer(vocab_size=sizes["tokenizer_vocab_size"])
-    config = tiny_config(tokenizer, **sizes)
-    # fork_rng: a seeded build must not disturb (or depend on) the caller's global RNG stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=[config.text_config.eos_token_id, config.text_config.pad_token_id],
-        pad_token_id=config.text_config.pad_token_id,
-    )
-    model.save_pretrained(tmp, safe_serialization=True)
-    _processor(tokenizer).save_pretrained(tmp)
-    n_params = sum(p.numel() for p in model.parameters())
-    marker = {**_marker(seed, sizes), "n_parameters": n_params, "transformers": transformers.__version__}
-    (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    return n_params
+    return _save(tmp, Qwen2_5_VLForConditionalGeneration, tiny_config(tokenizer, **sizes), _processor(tokenizer),
+                 seed, sizes, DEFAULT_FAMILY)
 
 
 def _write_qwen3_vl(tmp: Path, seed: int, sizes: dict[str, Any]) -> int:
     """Write the whole tiny Qwen3-VL checkpoint into ``tmp``; return the parameter count."""
     tokenizer = build_qwen3_vl_tokenizer(vocab_size=sizes["tokenizer_vocab_size"])
-    config = tiny_qwen3_vl_config(tokenizer, **sizes)
+    return _save(tmp, Qwen3VLForConditionalGeneration, tiny_qwen3_vl_config(tokenizer, **sizes),
+                 _qwen3_vl_processor(tokenizer), seed, sizes, "qwen3_vl")
+
+
+def _save(tmp: Path, model_cls, config, processor, seed: int, sizes: dict[str, Any], family: str) -> int:
+    """Seeded random weights of ``model_cls(config)``, its generation config, the processor and the
+    marker (written last) into ``tmp``; return the parameter count."""
+    # fork_rng: a seeded build must not disturb (or depend on) the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config)
+        model = model_cls(config)
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
         eos_token_id=[config.text_config.eos_token_id, config.text_config.pad_token_id],
         pad_token_id=config.text_config.pad_token_id,
     )
     model.save_pretrained(tmp, safe_serialization=True)
-    _qwen3_vl_processor(tokenizer).save_pretrained(tmp)
+    processor.save_pretrained(tmp)
     n_params = sum(p.numel() for p in model.parameters())
-    marker = {**_marker(seed, sizes, "qwen3_vl"), "n_parameters": n_params, "transformers": transformers.__version__}
+    marker = {**_marker(seed, sizes, family), "n_parameters": n_params, "transformers": transformers.__version__}
     (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return n_params
 

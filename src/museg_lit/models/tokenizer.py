@@ -85,36 +85,44 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 # single <|video_pad|> into one token per merged patch. Whitespace control (`{%-`, `-%}`) is used
 # on every tag and all literal text is emitted through `{{ }}`, so the layout of this file never
 # leaks newlines into the prompt.
-QWEN25VL_CHAT_TEMPLATE = (
-    "{%- set counter = namespace(images=0, videos=0) -%}\n"
-    "{%- for message in messages -%}\n"
-    "  {%- if loop.first and message['role'] != 'system' -%}\n"
-    "    {{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' -}}\n"
-    "  {%- endif -%}\n"
-    "  {{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
-    "  {%- if message['content'] is string -%}\n"
-    "    {{- message['content'] -}}\n"
-    "  {%- else -%}\n"
-    "    {%- for part in message['content'] -%}\n"
-    "      {%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}\n"
-    "        {%- set counter.images = counter.images + 1 -%}\n"
-    "        {%- if add_vision_id -%}{{- 'Picture ' + counter.images|string + ': ' -}}{%- endif -%}\n"
-    "        {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}\n"
-    "      {%- elif part['type'] == 'video' or 'video' in part -%}\n"
-    "        {%- set counter.videos = counter.videos + 1 -%}\n"
-    "        {%- if add_vision_id -%}{{- 'Video ' + counter.videos|string + ': ' -}}{%- endif -%}\n"
-    "        {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}\n"
-    "      {%- elif 'text' in part -%}\n"
-    "        {{- part['text'] -}}\n"
-    "      {%- endif -%}\n"
-    "    {%- endfor -%}\n"
-    "  {%- endif -%}\n"
-    "  {{- '<|im_end|>\\n' -}}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "  {{- '<|im_start|>assistant\\n' -}}\n"
-    "{%- endif -%}\n"
-)
+def _chat_template(default_system_prompt: str | None) -> str:
+    """The chat template's text for system / user / assistant turns with string content or lists of
+    text / image / video parts; with ``default_system_prompt``, a conversation without a system turn
+    gets one (Qwen2.5-VL's behaviour; Qwen3-VL's template adds none)."""
+    system = ("  {%- if loop.first and message['role'] != 'system' -%}\n"
+              "    {{- '<|im_start|>system\\n" + default_system_prompt + "<|im_end|>\\n' -}}\n"
+              "  {%- endif -%}\n") if default_system_prompt else ""
+    return (
+        "{%- set counter = namespace(images=0, videos=0) -%}\n"
+        "{%- for message in messages -%}\n"
+        + system +
+        "  {{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
+        "  {%- if message['content'] is string -%}\n"
+        "    {{- message['content'] -}}\n"
+        "  {%- else -%}\n"
+        "    {%- for part in message['content'] -%}\n"
+        "      {%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}\n"
+        "        {%- set counter.images = counter.images + 1 -%}\n"
+        "        {%- if add_vision_id -%}{{- 'Picture ' + counter.images|string + ': ' -}}{%- endif -%}\n"
+        "        {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}\n"
+        "      {%- elif part['type'] == 'video' or 'video' in part -%}\n"
+        "        {%- set counter.videos = counter.videos + 1 -%}\n"
+        "        {%- if add_vision_id -%}{{- 'Video ' + counter.videos|string + ': ' -}}{%- endif -%}\n"
+        "        {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}\n"
+        "      {%- elif 'text' in part -%}\n"
+        "        {{- part['text'] -}}\n"
+        "      {%- endif -%}\n"
+        "    {%- endfor -%}\n"
+        "  {%- endif -%}\n"
+        "  {{- '<|im_end|>\\n' -}}\n"
+        "{%- endfor -%}\n"
+        "{%- if add_generation_prompt -%}\n"
+        "  {{- '<|im_start|>assistant\\n' -}}\n"
+        "{%- endif -%}\n"
+    )
+
+
+QWEN25VL_CHAT_TEMPLATE = _chat_template(DEFAULT_SYSTEM_PROMPT)
 
 # Qwen3-VL's added tokens in their id order (151643 ... 151668 in the released vocabulary).
 # The first 14 are special; the tool / fim / think tokens are added but not special.
@@ -138,33 +146,7 @@ QWEN3VL_ADDED_TOKENS: tuple[str, ...] = (
 # string content or lists of text / image / video parts (written here, not copied). Differences
 # from Qwen2.5-VL's: no default system prompt when the conversation has no system turn. Tools and
 # reasoning_content are not supported.
-QWEN3VL_CHAT_TEMPLATE = (
-    "{%- set counter = namespace(images=0, videos=0) -%}\n"
-    "{%- for message in messages -%}\n"
-    "  {{- '<|im_start|>' + message['role'] + '\\n' -}}\n"
-    "  {%- if message['content'] is string -%}\n"
-    "    {{- message['content'] -}}\n"
-    "  {%- else -%}\n"
-    "    {%- for part in message['content'] -%}\n"
-    "      {%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}\n"
-    "        {%- set counter.images = counter.images + 1 -%}\n"
-    "        {%- if add_vision_id -%}{{- 'Picture ' + counter.images|string + ': ' -}}{%- endif -%}\n"
-    "        {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}\n"
-    "      {%- elif part['type'] == 'video' or 'video' in part -%}\n"
-    "        {%- set counter.videos = counter.videos + 1 -%}\n"
-    "        {%- if add_vision_id -%}{{- 'Video ' + counter.videos|string + ': ' -}}{%- endif -%}\n"
-    "        {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}\n"
-    "      {%- elif 'text' in part -%}\n"
-    "        {{- part['text'] -}}\n"
-    "      {%- endif -%}\n"
-    "    {%- endfor -%}\n"
-    "  {%- endif -%}\n"
-    "  {{- '<|im_end|>\\n' -}}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "  {{- '<|im_start|>assistant\\n' -}}\n"
-    "{%- endif -%}\n"
-)
+QWEN3VL_CHAT_TEMPLATE = _chat_template(None)
 
 # --------------------------------------------------------------------------------------------
 # Built-in corpus
@@ -352,20 +334,26 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2048)
         >>> tok.tokenize("12.50")
         ['1', '2', '.', '5', '0']
     """
+    return _qwen_tokenizer(corpus, vocab_size, SPECIAL_TOKENS, (), QWEN25VL_CHAT_TEMPLATE, model_max_length=32768)
+
+
+def _qwen_tokenizer(corpus: Iterable[str] | None, vocab_size: int, specials: tuple[str, ...],
+                    added_plain: tuple[str, ...], chat_template: str, *,
+                    model_max_length: int) -> PreTrainedTokenizerFast:
+    """The locally trained BPE with ``specials`` then ``added_plain`` (added, not special) appended in
+    Qwen's order right after the BPE vocabulary; eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos."""
     # Imported here so that corpus generation and BPE training need only `tokenizers`.
     from transformers import AddedToken, Qwen2TokenizerFast
 
-    n_special = len(SPECIAL_TOKENS)
-    if vocab_size <= 256 + n_special:
-        raise ValueError(f"vocab_size must exceed {256 + n_special} (byte alphabet + special tokens)")
-    vocab, merges = train_bpe(default_corpus() if corpus is None else corpus, vocab_size - n_special)
-
-    # Declaring the specials through `added_tokens_decoder` (ids right after the BPE vocabulary)
+    added_tokens = specials + added_plain
+    n_added = len(added_tokens)
+    if vocab_size <= 256 + n_added:
+        raise ValueError(f"vocab_size must exceed {256 + n_added} (byte alphabet + added tokens)")
+    vocab, merges = train_bpe(default_corpus() if corpus is None else corpus, vocab_size - n_added)
+    # Declaring the added tokens through `added_tokens_decoder` (ids right after the BPE vocabulary)
     # makes them be added in Qwen's order; otherwise eos/pad would be added first.
     first_id = len(vocab)
-    added = {
-        first_id + i: AddedToken(t, special=True, normalized=False) for i, t in enumerate(SPECIAL_TOKENS)
-    }
+    added = {first_id + i: AddedToken(t, special=t in specials, normalized=False) for i, t in enumerate(added_tokens)}
     tokenizer = Qwen2TokenizerFast(
         vocab=vocab,
         merges=merges,
@@ -373,16 +361,16 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2048)
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+        extra_special_tokens=[t for t in specials if t not in ("<|endoftext|>", "<|im_end|>")],
         added_tokens_decoder=added,
-        model_max_length=32768,
+        model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
         errors="replace",
     )
-    tokenizer.chat_template = QWEN25VL_CHAT_TEMPLATE
-    got = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
-    if got != list(range(first_id, first_id + n_special)):  # guards against a transformers change
-        raise RuntimeError(f"special tokens got unexpected ids {got}; expected {first_id}..")
+    tokenizer.chat_template = chat_template
+    got = tokenizer.convert_tokens_to_ids(list(added_tokens))
+    if got != list(range(first_id, first_id + n_added)):  # guards against a transformers change
+        raise RuntimeError(f"added tokens got unexpected ids {got}; expected {first_id}..")
     return tokenizer
 
 
@@ -399,33 +387,5 @@ def build_qwen3_vl_tokenizer(corpus: Iterable[str] | None = None, vocab_size: in
         corpus: training texts; ``None`` uses :func:`default_corpus`.
         vocab_size: upper bound on the total size *including* the 26 added tokens.
     """
-    from transformers import AddedToken, Qwen2TokenizerFast
-
-    added_tokens = QWEN3VL_SPECIAL_TOKENS + QWEN3VL_ADDED_TOKENS
-    n_added = len(added_tokens)
-    if vocab_size <= 256 + n_added:
-        raise ValueError(f"vocab_size must exceed {256 + n_added} (byte alphabet + added tokens)")
-    vocab, merges = train_bpe(default_corpus() if corpus is None else corpus, vocab_size - n_added)
-    first_id = len(vocab)
-    added = {
-        first_id + i: AddedToken(t, special=t in QWEN3VL_SPECIAL_TOKENS, normalized=False)
-        for i, t in enumerate(added_tokens)
-    }
-    tokenizer = Qwen2TokenizerFast(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=[t for t in QWEN3VL_SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
-        added_tokens_decoder=added,
-        model_max_length=262144,
-        clean_up_tokenization_spaces=False,
-        errors="replace",
-    )
-    tokenizer.chat_template = QWEN3VL_CHAT_TEMPLATE
-    got = tokenizer.convert_tokens_to_ids(list(added_tokens))
-    if got != list(range(first_id, first_id + n_added)):  # guards against a transformers change
-        raise RuntimeError(f"added tokens got unexpected ids {got}; expected {first_id}..")
-    return tokenizer
+    return _qwen_tokenizer(corpus, vocab_size, QWEN3VL_SPECIAL_TOKENS, QWEN3VL_ADDED_TOKENS, QWEN3VL_CHAT_TEMPLATE,
+                           model_max_length=262144)
