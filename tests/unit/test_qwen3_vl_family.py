@@ -120,3 +120,54 @@ def test_odd_frame_count_repeats_the_last_frame():
     # frames at 0, 1, 2 s (fps 1): groups (0, 1) and (2, 2) -> 0.5 s and 2.0 s
     assert group_times([0, 1, 2], 1.0) == [0.5, 2.0]
     assert video_prompt(group_times([0, 1, 2], 1.0), (2, 2)).count(VISION_START) == 2
+
+
+@cache
+def reference_processor():
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(FIX / "tiny_qwen3_vl")  # saved by 4.57.1, loaded by today's
+
+
+def _uint8_frames(name: str) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    frames = load_file(FIX / "frames.safetensors")[name]  # [T, 3, H, W] float, as qwen-vl-utils returns
+    return frames.round().clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_encode_prompts_writes_the_4_57_prompt_and_matches_the_processor(name):
+    """``encode_prompts(..., timestamps=index / fps)`` gives 4.57.1's token ids and grid, and exactly
+    what today's processor returns for the same frames with explicit metadata (pixels included)."""
+    from museg_lit.models.processing import encode_prompts, is_qwen3_vl
+
+    case = fixture("processor.json")["cases"][name]
+    meta = case["video_metadata_passed"]
+    processor, frames = reference_processor(), _uint8_frames(name)
+    assert is_qwen3_vl(processor)
+    seconds = [i / meta["fps"] for i in meta["frames_indices"]]
+    sample_fps = len(frames) / (meta["total_num_frames"] / meta["fps"])
+    ours = encode_prompts(processor, [case["template_text"]], [frames], [sample_fps], timestamps=[seconds])
+    assert ours["input_ids"].tolist() == [case["input_ids"]]
+    assert ours["video_grid_thw"].tolist() == case["video_grid_thw"]
+    theirs = processor(text=[case["template_text"]], videos=[frames], video_metadata=[meta], do_sample_frames=False,
+                       do_resize=False, return_tensors="pt", cap_pixels_per_frame=False)
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_encode_prompts_default_times_and_mismatches():
+    """Without timestamps a clip's frames are k / sample_fps apart; a timestamp count that is not the
+    frame count, or groups that are not the video processor's, are errors."""
+    from museg_lit.models.processing import encode_prompts
+
+    case = fixture("processor.json")["cases"]["p25_fps2"]
+    frames = _uint8_frames("p25_fps2")  # 8 frames
+    batch = encode_prompts(reference_processor(), [case["template_text"]], [frames], [2.0])
+    text = reference_processor().tokenizer.decode(batch["input_ids"][0])
+    # frames at 0, 0.5, ..., 3.5 s: groups at 0.25, 1.25, 2.25, 3.25 s, written with Python's rounding
+    assert "<0.2 seconds><|vision_start|>" in text and "<1.2 seconds><|vision_start|>" in text and "<3.2 seconds><|vision_start|>" in text
+    with pytest.raises(ValueError, match="timestamps"):
+        encode_prompts(reference_processor(), [case["template_text"]], [frames], [2.0], timestamps=[[0.0] * 7])

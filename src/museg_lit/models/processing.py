@@ -42,10 +42,14 @@ differs from 4.50's), and the remaining departures are listed in the README's "F
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from transformers import BatchFeature, Qwen2_5_VLProcessor
 
-__all__ = ["VIDEO_PLACEHOLDER", "encode_prompts", "video_metadata"]
+from museg_lit.models.families.qwen3_vl import group_times_of_seconds, video_prompt
+
+__all__ = ["VIDEO_PLACEHOLDER", "encode_prompts", "is_qwen3_vl", "video_metadata"]
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 
@@ -85,11 +89,17 @@ def _check_video(i: int, frames: torch.Tensor, fps: float, factor: int, temporal
         raise ValueError(f"video {i}: sample_fps must be > 0, got {fps}")
 
 
+def is_qwen3_vl(processor) -> bool:
+    """Qwen3-VL's processor (also Qwen3.5's, which subclasses it): time as text before each group."""
+    return any(cls.__name__ == "Qwen3VLProcessor" for cls in type(processor).__mro__)
+
+
 def encode_prompts(
     processor: Qwen2_5_VLProcessor,
     texts: list[str],
     videos: list[torch.Tensor],
     sample_fps: list[float],
+    timestamps: Sequence[Sequence[float]] | None = None,
 ) -> BatchFeature:
     """Tokenise chat-templated prompts and patchify their videos, left-padded for generation.
 
@@ -100,6 +110,9 @@ def encode_prompts(
         videos: ``B`` uint8 tensors ``[T, 3, H, W]``, already sampled at ``sample_fps[i]`` and
             resized to multiples of 28; ``T`` even.
         sample_fps: frames per second at which each clip was sampled.
+        timestamps: per clip, the seconds of each frame (a clip's ``timestamps``: source frame
+            index / source fps); default ``k / sample_fps``. Only Qwen3-VL writes them (its
+            ``<t seconds>`` markers, :func:`_encode_qwen3_vl`); Qwen2.5-VL's time is in its positions.
 
     Returns:
         ``BatchFeature`` with ``input_ids`` ``[B, L]`` and ``attention_mask`` ``[B, L]`` (left padded),
@@ -126,6 +139,10 @@ def encode_prompts(
     extra = {}
     if "cap_pixels_per_frame" in getattr(vp.valid_kwargs, "__annotations__", {}):
         extra["cap_pixels_per_frame"] = False
+    if is_qwen3_vl(processor):
+        if timestamps is None:
+            timestamps = [[k / f for k in range(len(v))] for v, f in zip(videos, sample_fps, strict=True)]
+        return _encode_qwen3_vl(processor, texts, videos, timestamps, extra)
     return processor(
         text=list(texts),
         videos=list(videos),
@@ -137,3 +154,35 @@ def encode_prompts(
         return_tensors="pt",
         **extra,
     )
+
+
+def _encode_qwen3_vl(processor, texts: list[str], videos: list[torch.Tensor],
+                     timestamps: Sequence[Sequence[float]], extra: dict) -> BatchFeature:
+    """Qwen3-VL: the video processor patchifies; the prompt text, with one ``<t seconds>`` marker
+    before each temporal group, is written by :mod:`museg_lit.models.families.qwen3_vl` (not by the
+    processor, whose fps falls back to 24 without metadata), then tokenised.
+
+    Returns the processor's keys: ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids`` [B, L]
+    (left padded; type 2 at ``<|video_pad|>``), ``pixel_values_videos``, ``video_grid_thw`` [B, 3].
+    """
+    if len(timestamps) != len(videos):
+        raise ValueError(f"got {len(videos)} videos and {len(timestamps)} timestamp lists")
+    for i, (frames, seconds) in enumerate(zip(videos, timestamps, strict=True)):
+        if len(seconds) != len(frames):
+            raise ValueError(f"video {i}: {len(frames)} frames but {len(seconds)} timestamps")
+    vp = processor.video_processor
+    patches = vp(videos=list(videos), do_sample_frames=False, do_resize=False, return_tensors="pt", **extra)
+    grids = patches["video_grid_thw"]  # [B, 3] (T/2, H/16, W/16)
+    expanded = []
+    for text, grid, seconds in zip(texts, grids.tolist(), timestamps, strict=True):
+        times = group_times_of_seconds(seconds, temporal_patch=vp.temporal_patch_size)
+        if len(times) != grid[0]:  # the video processor's temporal groups must be ours
+            raise ValueError(f"{len(times)} time groups for a video grid of {grid[0]} temporal patches")
+        expanded.append(text.replace(VIDEO_PLACEHOLDER, video_prompt(times, (grid[1], grid[2]),
+                                                                     spatial_merge=vp.merge_size)))
+    tokens = processor.tokenizer(expanded, padding=True, padding_side="left", return_tensors="pt")
+    video_id = processor.tokenizer.convert_tokens_to_ids(processor.video_token)
+    mm_types = (tokens["input_ids"] == video_id).long() * 2  # [B, L]: 0 text, 2 video
+    return BatchFeature({"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
+                         "mm_token_type_ids": mm_types, "pixel_values_videos": patches["pixel_values_videos"],
+                         "video_grid_thw": grids})

@@ -3,8 +3,9 @@ as transformers **4.57.1** (the version the checkpoints were released with; Time
 qwen-vl-utils **0.0.14** do them. Tested against outputs recorded from those versions
 (``tests/fixtures/qwen3_vl_reference``, ``experiments/reference/record_qwen3_vl.py``).
 
-Status: the first piece of the Qwen3-VL family plug-in (issue 23). These functions are not yet
-wired into ``models/processing.py`` or the model's forward passes.
+Status: the first piece of the Qwen3-VL family plug-in (issue 23). ``models/processing.py``
+writes Qwen3-VL prompts with these functions (``encode_prompts(..., timestamps=...)``); the
+model's forward passes do not use :func:`rope_index` yet.
 
 Time as text:
 
@@ -35,7 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["QwenVLPositions", "group_times", "rope_index", "time_marker", "video_prompt"]
+__all__ = ["QwenVLPositions", "group_times", "group_times_of_seconds", "rope_index", "time_marker", "video_prompt"]
 
 TEMPORAL_PATCH = 2
 SPATIAL_MERGE = 2
@@ -54,11 +55,20 @@ def group_times(frame_indices: Sequence[int], source_fps: float | None, *,
         raise ValueError(f"Qwen3-VL writes each frame group's time from the source video's fps, got "
                          f"{source_fps!r}: pass the fps the frames were decoded at (transformers would "
                          f"silently assume 24)")
-    idx = list(frame_indices)
-    if not idx:
+    return group_times_of_seconds([i / source_fps for i in frame_indices], temporal_patch=temporal_patch)
+
+
+def group_times_of_seconds(frame_seconds: Sequence[float], *, temporal_patch: int = TEMPORAL_PATCH) -> list[float]:
+    """:func:`group_times` from each frame's time in seconds (``index / source fps``, a clip's
+    ``timestamps``): the same floats, since 4.57.1 also divides first and averages after.
+
+    >>> group_times_of_seconds([0.0, 0.56, 1.12])
+    [0.28, 1.12]
+    """
+    seconds = list(frame_seconds)
+    if not seconds:
         raise ValueError("a clip needs at least one frame")
-    idx += [idx[-1]] * (-len(idx) % temporal_patch)
-    seconds = [i / source_fps for i in idx]
+    seconds += [seconds[-1]] * (-len(seconds) % temporal_patch)
     # same float order as 4.57.1: (first + last) / 2 of each group
     return [(seconds[g] + seconds[g + temporal_patch - 1]) / 2 for g in range(0, len(seconds), temporal_patch)]
 
