@@ -219,6 +219,7 @@ class PromptCollator:
             [self.prompt_text(it["sample"]) for it in items],
             [it["clip"].frames for it in items],
             [it["clip"].sample_fps for it in items],
+            timestamps=[it["clip"].timestamps for it in items],  # Qwen3-VL writes them as text
         ))
 
 

@@ -39,6 +39,7 @@ def generate_answers(
         [chat_prompt(processor, q) for q in questions],
         [c.frames for c in clips],
         [c.sample_fps for c in clips],
+        timestamps=[c.timestamps for c in clips],  # Qwen3-VL writes them as text
     )
     device = next(model.parameters()).device
     inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
