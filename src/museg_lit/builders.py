@@ -25,7 +25,7 @@ from museg_lit.checkpointing import check_resume, find_resume_checkpoint
 from museg_lit.data.datamodule import GroundingDataModule
 from museg_lit.distributed.allocation import apply_cpu_allocation
 from museg_lit.errors import ConfigError
-from museg_lit.models.factory import load_processor
+from museg_lit.models.factory import load_processor, require_trainable
 from museg_lit.module import GRPOModule
 from museg_lit.outputs import check_writable, output_folders
 from museg_lit.policy_module import PolicyModule
@@ -127,6 +127,7 @@ def build_training(cfg: DictConfig) -> TrainingRun:
                           f"which model.attn_implementation={spec.attn_implementation} cannot take: use "
                           f"model.attn_implementation=sdpa, or rollout.share_prefix=false")
     processor = load_processor(spec)
+    require_trainable(spec)  # a family whose model passes do not exist yet stops here, in one line
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     checkpoint = next((cb for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
     resume = cfg.get("resume", "auto")

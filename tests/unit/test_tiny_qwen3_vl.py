@@ -140,3 +140,20 @@ def test_forward_and_generate(model, processor):
     pos = rope_index(ids, batch["video_grid_thw"][:1], vision_start_id=cfg.vision_start_token_id,
                      video_pad_id=cfg.video_token_id)
     assert pos.position_ids.shape == (3, 1, ids.shape[1])
+
+
+def test_the_factory_reads_the_family_from_config_json(tmp_path):
+    """The checkpoint's model_type picks the processor (not the folder name); a Qwen3-VL policy is
+    refused with one line until its model passes exist, instead of loading with Qwen2.5-VL's rules."""
+    from transformers import Qwen3VLProcessor
+
+    from museg_lit.errors import ConfigError
+    from museg_lit.models.factory import ModelSpec, checkpoint_model_type, load_policy, load_processor
+    from museg_lit.models.tiny import build_tiny_checkpoint
+
+    path = build_tiny_checkpoint(tmp_path / "Qwen2.5-VL-looking-name", family="qwen3_vl")
+    spec = ModelSpec(name="tiny-qwen3-vl", path=str(path))
+    assert checkpoint_model_type(path) == "qwen3_vl"
+    assert isinstance(load_processor(spec), Qwen3VLProcessor)
+    with pytest.raises(ConfigError, match="model_type 'qwen3_vl'"):
+        load_policy(spec)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen3VLProcessor
 
 from museg_lit.errors import ConfigError
 from museg_lit.models.lora import LoraSpec, apply_lora
@@ -29,10 +29,12 @@ from museg_lit.models.tiny import TINY_DEFAULTS, build_tiny_checkpoint
 __all__ = [
     "DTYPES",
     "ModelSpec",
+    "checkpoint_model_type",
     "default_tiny_dir",
     "load_policy",
     "load_processor",
     "load_reference",
+    "require_trainable",
     "resolve_model_path",
 ]
 
@@ -128,6 +130,34 @@ def resolve_model_path(spec: ModelSpec) -> Path:
     return path
 
 
+# The checkpoint's `model_type` decides the family, never its folder name. Processors of every
+# listed family load; the model passes (positions, prefix sharing, sharding) exist for Qwen2.5-VL
+# only so far, so a policy of another family is refused rather than run with Qwen2.5-VL's rules.
+PROCESSORS = {"qwen2_5_vl": Qwen2_5_VLProcessor, "qwen3_vl": Qwen3VLProcessor}
+TRAINABLE = ("qwen2_5_vl",)
+
+
+def checkpoint_model_type(path: str | Path) -> str:
+    """``model_type`` of the checkpoint folder's ``config.json`` (``qwen2_5_vl``, ``qwen3_vl``, ...)."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    return str(config.get("model_type", ""))
+
+
+def _family(path: Path, allowed) -> str:
+    model_type = checkpoint_model_type(path)
+    if model_type not in allowed:
+        raise ConfigError(
+            f"{path / 'config.json'}: model_type {model_type!r} is not supported here (supported: "
+            f"{', '.join(allowed)}); Qwen3-VL prompts and frames are in place, its model passes are not yet")
+    return model_type
+
+
+def require_trainable(spec: ModelSpec) -> str:
+    """The checkpoint's family, or a ConfigError (one line, before any data work) when training and
+    evaluation cannot run it yet."""
+    return _family(resolve_model_path(spec), TRAINABLE)
+
+
 def _check_config_json(path: Path) -> None:
     """Raise ConfigError naming ``path`` unless it is a UTF-8 JSON object (transformers' own error
     for a broken ``config.json`` names no file)."""
@@ -161,6 +191,7 @@ def _load(spec: ModelSpec) -> Qwen2_5_VLForConditionalGeneration:
     _check_attn(spec.attn_implementation)
     dtype = _dtype(spec.dtype)
     path = resolve_model_path(spec)
+    _family(path, TRAINABLE)
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(
         path, dtype=dtype, attn_implementation=spec.attn_implementation, local_files_only=True
     )
@@ -194,6 +225,8 @@ def load_reference(spec: ModelSpec) -> Qwen2_5_VLForConditionalGeneration:
     return model
 
 
-def load_processor(spec: ModelSpec) -> Qwen2_5_VLProcessor:
-    """The checkpoint's ``Qwen2_5_VLProcessor`` (tokenizer, image/video processors, chat template)."""
-    return Qwen2_5_VLProcessor.from_pretrained(resolve_model_path(spec), local_files_only=True)
+def load_processor(spec: ModelSpec) -> Qwen2_5_VLProcessor | Qwen3VLProcessor:
+    """The checkpoint's processor (tokenizer, image/video processors, chat template), of the family
+    its ``config.json`` names."""
+    path = resolve_model_path(spec)
+    return PROCESSORS[_family(path, tuple(PROCESSORS))].from_pretrained(path, local_files_only=True)
