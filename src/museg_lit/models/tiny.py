@@ -248,12 +248,15 @@ def tiny_config(tokenizer, **size_overrides: Any) -> Qwen2_5_VLConfig:
     return Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=s["tie_word_embeddings"],
+        **_vision_token_ids(ids),
     )
+
+
+def _vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The vision special-token ids a Qwen-VL config names (the same four in both families)."""
+    return {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+            "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"]}
 
 
 def tiny_qwen3_vl_config(tokenizer, **size_overrides: Any) -> Qwen3VLConfig:
@@ -307,11 +310,8 @@ def tiny_qwen3_vl_config(tokenizer, **size_overrides: Any) -> Qwen3VLConfig:
     return Qwen3VLConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=s["tie_word_embeddings"],
+        **_vision_token_ids(ids),
     )
 
 
